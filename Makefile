@@ -1,0 +1,75 @@
+# Two commands for learners and instructors: `make lab` and `make test` (see README "Setup").
+# Needs GNU make and python3 >= 3.11; everything else goes into .venv.
+
+PYTHON ?= python3
+VENV ?= .venv
+# Extra pip arguments for the first install, e.g. on Linux, to get the CPU-only torch build:
+#   make lab PIP_ARGS="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_ARGS ?=
+LAB_ARGS ?=
+TRAIN_ARGS ?=
+
+VENV_PY := $(VENV)/bin/python
+# Written after a successful install; older than requirements.txt or pyproject.toml means
+# the environment is out of date.
+STAMP := $(VENV)/.installed
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+
+.DEFAULT_GOAL := help
+.PHONY: help setup lab test unit nbval lint train clean
+
+help:
+	@echo "make lab     set up .venv if needed, then open notebooks/00_start_here.ipynb in JupyterLab"
+	@echo "make test    set up .venv if needed, then lint, unit tests and nbval over the notebooks"
+	@echo "make setup   create .venv and install requirements.txt and lessonlib (editable)"
+	@echo "make unit    unit tests only (tests/)"
+	@echo "make nbval   re-run every notebook and compare with its saved outputs"
+	@echo "make lint    ruff check and ruff format --check"
+	@echo "make train   train the TinyTales model (python -m lessonlib.train \$$TRAIN_ARGS)"
+	@echo "make clean   remove .venv and caches"
+	@echo "Variables: PYTHON=$(PYTHON) PIP_ARGS=$(PIP_ARGS) LAB_ARGS=$(LAB_ARGS)"
+
+$(VENV_PY):
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
+		echo "error: this course needs Python 3.11 or newer to create $(VENV)."; \
+		echo "  '$(PYTHON)' is: $$($(PYTHON) --version 2>/dev/null || echo 'not found')"; \
+		echo "  Install Python >= 3.11, or name one: make PYTHON=python3.12 $(MAKECMDGOALS)"; \
+		exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): requirements.txt pyproject.toml | $(VENV_PY)
+	$(VENV_PY) -m pip install $(PIP_ARGS) -r requirements.txt
+	$(VENV_PY) -m pip install $(PIP_ARGS) --no-deps -e .
+	@touch $@
+
+setup: $(STAMP)
+
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/00_start_here.ipynb
+
+test: lint unit nbval
+
+unit: $(STAMP)
+	$(VENV_PY) -m pytest tests
+
+# Strict nbval: every saved output is compared, after tests/nbval_sanitize.cfg masks
+# timings and memory addresses. Skipped while notebooks/ has no notebook, since pytest
+# exits 5 ("no tests collected") on an empty folder.
+nbval: $(STAMP)
+ifneq ($(NOTEBOOKS),)
+	$(VENV_PY) -m pytest --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks/
+else
+	@echo "nbval: no notebooks/*.ipynb yet, nothing to check"
+endif
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+train: $(STAMP)
+	$(VENV_PY) -m lessonlib.train $(TRAIN_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build dist *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,164 @@
+"""The autoregressive loop: turn any course model's next-token logits into text.
+
+Every course model (the census-names bigram, the GPT) answers one call, described by
+`LanguageModel`; so one `generate` serves them all. The sampling rules themselves live
+in `lessonlib.sampling`; this module only runs the loop, keeps the KV cache, and stops.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from lessonlib.sampling import sample_next
+from lessonlib.tokenizer import CharTokenizer
+
+
+@runtime_checkable
+class LanguageModel(Protocol):
+    """What every course model offers: next-token logits for a batch of contexts."""
+
+    vocab_size: int  # number of distinct tokens
+    block_size: int  # longest context the model reads
+
+    def __call__(self, token_ids: Tensor, kv_cache=None) -> Tensor:
+        """Logits (B, T, V) for the token after each position of token_ids (B, T)."""
+        ...
+
+    def new_kv_cache(self, batch_size: int):
+        """An empty cache for batch_size sequences, or None if the model keeps none."""
+        ...
+
+
+@dataclass
+class Generation:
+    """What `generate` returns: one entry per prompt."""
+
+    prompts: list[str]
+    texts: list[str]  # generated continuations, without the prompt and without the stop token
+    token_ids: list[list[int]]  # ids of the generated tokens, stop token included if reached
+    finished: list[bool]  # True where the stop token was produced
+    # (B, steps, V) raw logits of every step, only when record_logits=True
+    logits: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def text(self) -> str:
+        """The only continuation, for a single prompt."""
+        if len(self.texts) != 1:
+            raise ValueError(f"text is for a single prompt; this generation has {len(self.texts)}")
+        return self.texts[0]
+
+
+def next_token_logits(
+    model: LanguageModel, context: Tensor, kv_cache=None, *, new_tokens: int | None = None
+) -> Tensor:
+    """Logits (B, V) for the token after `context` (B, T), cropping to the block size.
+
+    Without a cache the model re-reads the last block_size tokens. With a cache only the
+    last `new_tokens` positions are fed; past the block size the cache cannot hold the
+    window any more, so it is emptied and refilled from the last block_size tokens (the
+    same computation as the uncached path, with no saving).
+    """
+    block = model.block_size
+    if kv_cache is None:
+        return model(context[:, -block:])[:, -1, :]
+    fresh = context.shape[1] if new_tokens is None else new_tokens
+    if kv_cache.length + fresh > block:
+        kv_cache.reset()
+        fresh = min(context.shape[1], block)
+    return model(context[:, -fresh:], kv_cache=kv_cache)[:, -1, :]
+
+
+@torch.inference_mode()
+def generate(
+    model: LanguageModel,
+    prompt: str | list[str],
+    *,
+    tokenizer: CharTokenizer,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    stop_at_boundary: bool = True,
+    record_logits: bool = False,
+) -> Generation:
+    """Continue each prompt by sampling up to max_new_tokens tokens (see lessonlib.sampling).
+
+    The context starts with the tokenizer's boundary token (the "start of text" marker), then
+    the prompt. With stop_at_boundary, a row stops once it produces the boundary token; rows
+    of a batch stop independently. Same model, prompt, settings and seeded generator give
+    byte-identical text.
+    """
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompt must be a str or a non-empty list of str, got {prompt!r}")
+    if (
+        isinstance(max_new_tokens, bool)
+        or not isinstance(max_new_tokens, int)
+        or max_new_tokens < 0
+    ):
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    encoded = [[tokenizer.boundary_id, *tokenizer.encode(p)] for p in prompts]
+    if len({len(ids) for ids in encoded}) != 1:
+        raise ValueError(
+            "prompts of a batch must have the same length in tokens, got lengths "
+            f"{sorted({len(ids) - 1 for ids in encoded})}; generate them in separate calls"
+        )
+    device = next(iter(_parameters(model)), torch.empty(0)).device
+    context = torch.tensor(encoded, dtype=torch.long, device=device)
+    batch = len(prompts)
+    kv_cache = model.new_kv_cache(batch) if use_cache else None
+
+    new_ids = torch.empty(batch, 0, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    recorded = []
+    fresh = context.shape[1]
+    for _ in range(max_new_tokens):
+        logits = next_token_logits(model, context, kv_cache, new_tokens=fresh)
+        if record_logits:
+            recorded.append(logits.float().cpu())
+        token = sample_next(
+            logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        )
+        # A finished row keeps emitting the boundary, which is cut off below.
+        token = torch.where(done, tokenizer.boundary_id, token)
+        context = torch.cat([context, token[:, None]], dim=1)
+        new_ids = torch.cat([new_ids, token[:, None]], dim=1)
+        fresh = 1
+        if stop_at_boundary:
+            done |= token == tokenizer.boundary_id
+            if bool(done.all()):
+                break
+
+    return _collect(prompts, new_ids, tokenizer, stop_at_boundary, recorded)
+
+
+def _collect(
+    prompts: list[str],
+    new_ids: Tensor,
+    tokenizer: CharTokenizer,
+    stop_at_boundary: bool,
+    recorded: list[Tensor],
+) -> Generation:
+    texts, token_ids, finished = [], [], []
+    for row in new_ids.tolist():
+        if stop_at_boundary and tokenizer.boundary_id in row:
+            row = row[: row.index(tokenizer.boundary_id) + 1]
+            texts.append(tokenizer.decode(row[:-1]))
+            finished.append(True)
+        else:
+            texts.append(tokenizer.decode(row))
+            finished.append(False)
+        token_ids.append(row)
+    logits = torch.stack(recorded, dim=1) if recorded else None
+    return Generation(prompts, texts, token_ids, finished, logits)
+
+
+def _parameters(model: LanguageModel):
+    parameters = getattr(model, "parameters", None)
+    return parameters() if callable(parameters) else iter(())

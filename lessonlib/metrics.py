@@ -1,0 +1,53 @@
+"""Measures of generated text: where it starts repeating itself, and how often.
+
+Pure Python on strings; no model code here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Cycle:
+    """A repeating tail: text[start:] repeats a unit of `period` characters to the end."""
+
+    start: int  # index of the first character of the repeating tail
+    period: int  # length of the repeating unit, in characters
+    unit: str  # the repeating unit, text[start:start + period]
+    end: int  # length of the text: the tail runs from start to here
+
+    @property
+    def repeats(self) -> float:
+        """How many times the unit fits in the tail (fractional when it is cut off)."""
+        return self.tail_length / self.period
+
+    @property
+    def tail_length(self) -> int:
+        """Characters from the start of the cycle to the end of the text."""
+        return self.end - self.start
+
+
+def find_cycle(text: str, *, min_repeats: int = 3) -> Cycle | None:
+    """The repeating tail of `text` that starts earliest (shortest period on ties), or None.
+
+    A tail text[s:] repeats with period p when text[i] == text[i + p] for every i >= s;
+    it counts only if it holds at least `min_repeats` whole units.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if isinstance(min_repeats, bool) or not isinstance(min_repeats, int) or min_repeats < 2:
+        raise ValueError(f"min_repeats must be an int >= 2, got {min_repeats!r}")
+    n = len(text)
+    best: tuple[int, int] | None = None
+    for period in range(1, n // min_repeats + 1):
+        start = n - period
+        # Walk back while the character one period later matches.
+        while start > 0 and text[start - 1] == text[start - 1 + period]:
+            start -= 1
+        if n - start >= min_repeats * period and (best is None or start < best[0]):
+            best = (start, period)
+    if best is None:
+        return None
+    start, period = best
+    return Cycle(start=start, period=period, unit=text[start : start + period], end=n)

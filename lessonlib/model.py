@@ -1,0 +1,230 @@
+"""The course's tiny GPT: a pre-LayerNorm decoder with learned positions and a KV cache.
+
+It answers the same call as every other course model (see `lessonlib.generation`):
+`model(token_ids, kv_cache=None)` returns next-token logits at every position.
+This module is not about sampling or the generation loop; those live in
+`lessonlib.sampling` and `lessonlib.generation`.
+
+Deliberately simplified: no dropout, no weight tying, no bias-free layers, no flash
+tricks beyond `scaled_dot_product_attention`. It is small enough to train on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of the GPT; every field is saved beside the checkpoint."""
+
+    vocab_size: int  # number of distinct tokens (characters of the corpus alphabet)
+    block_size: int = 512  # longest context the model reads, in tokens (one learned position each)
+    n_layer: int = 4  # number of transformer blocks
+    n_head: int = 4  # attention heads per block; n_embd must be divisible by it
+    n_embd: int = 128  # width of the residual stream (embedding size)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.n_embd % self.n_head:
+            raise ValueError(
+                f"n_embd must be divisible by n_head, got n_embd={self.n_embd}, "
+                f"n_head={self.n_head}"
+            )
+
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head."""
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, int]:
+        """Plain dict for JSON."""
+        return asdict(self)
+
+
+class KVCache:
+    """Keys and values of the tokens seen so far, per layer, pre-allocated to block_size.
+
+    A cached forward pass writes the new tokens' keys and values at positions
+    `length .. length + T - 1` and attends over `0 .. length + T - 1`; nothing is
+    concatenated or copied per step.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, *, dtype: torch.dtype, device) -> None:
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.length = 0  # number of positions already filled
+
+    @property
+    def batch_size(self) -> int:
+        """Number of sequences the cache holds."""
+        return self.keys.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        """Most positions the cache can hold (the model's block size)."""
+        return self.keys.shape[3]
+
+    def reset(self) -> None:
+        """Forget every cached position (the buffers are reused)."""
+        self.length = 0
+
+    def nbytes_per_token(self) -> int:
+        """Bytes the cache spends on one token of one sequence (keys and values, all layers)."""
+        n_layer, _, n_head, _, head_dim = self.keys.shape
+        return 2 * n_layer * n_head * head_dim * self.keys.element_size()
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention where each position sees itself and the past only."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = config.n_head
+        self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.proj = nn.Linear(config.n_embd, config.n_embd)
+
+    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, start: int) -> Tensor:
+        """Attend from the T new positions in x; `cache` holds this layer's keys and values."""
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, n_head, T, head_dim)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if cache is None or start == 0:
+            # All positions are new: the ordinary causal mask is exactly right.
+            if cache is not None:
+                cache[0][:, :, :T] = k
+                cache[1][:, :, :T] = v
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            keys, values = cache
+            keys[:, :, start : start + T] = k
+            values[:, :, start : start + T] = v
+            k_all, v_all = keys[:, :, : start + T], values[:, :, : start + T]
+            if T == 1:
+                # One new token may look at every cached position: no mask needed.
+                y = F.scaled_dot_product_attention(q, k_all, v_all)
+            else:
+                # New token i (at position start + i) sees positions 0 .. start + i.
+                visible = torch.ones(T, start + T, dtype=torch.bool, device=x.device)
+                visible = visible.tril(diagonal=start)
+                y = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=visible)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.proj(y)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln2 = nn.LayerNorm(config.n_embd)
+        self.mlp = nn.Sequential(
+            nn.Linear(config.n_embd, 4 * config.n_embd),
+            nn.GELU(),
+            nn.Linear(4 * config.n_embd, config.n_embd),
+        )
+
+    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, start: int) -> Tensor:
+        """Apply the block to the new positions."""
+        x = x + self.attn(self.ln1(x), cache, start)
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    """A tiny decoder-only transformer over characters."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding = nn.Embedding(config.block_size, config.n_embd)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+        self.apply(self._init_weights)
+        # Residual projections start smaller so the stream's variance does not grow with depth.
+        for name, param in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of distinct tokens."""
+        return self.config.vocab_size
+
+    @property
+    def block_size(self) -> int:
+        """Longest context the model reads."""
+        return self.config.block_size
+
+    def num_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    def new_kv_cache(self, batch_size: int) -> KVCache:
+        """An empty cache for `batch_size` sequences, on the model's device and dtype."""
+        weight = self.token_embedding.weight
+        return KVCache(self.config, batch_size, dtype=weight.dtype, device=weight.device)
+
+    def forward(self, token_ids: Tensor, kv_cache: KVCache | None = None) -> Tensor:
+        """Next-token logits (B, T, V) for token ids (B, T); with a cache, T new tokens only."""
+        self._check_input(token_ids, kv_cache)
+        start = 0 if kv_cache is None else kv_cache.length
+        T = token_ids.shape[1]
+        positions = torch.arange(start, start + T, device=token_ids.device)
+        x = self.token_embedding(token_ids) + self.position_embedding(positions)
+        for layer, block in enumerate(self.blocks):
+            cache = None if kv_cache is None else (kv_cache.keys[layer], kv_cache.values[layer])
+            x = block(x, cache, start)
+        if kv_cache is not None:
+            kv_cache.length += T
+        return self.lm_head(self.ln_f(x))
+
+    def _check_input(self, token_ids: Tensor, kv_cache: KVCache | None) -> None:
+        if not isinstance(token_ids, Tensor):
+            raise TypeError(f"token_ids must be a torch.Tensor, got {type(token_ids).__name__}")
+        if token_ids.dtype != torch.long:
+            raise TypeError(f"token_ids must have dtype torch.long, got {token_ids.dtype}")
+        if token_ids.dim() != 2 or token_ids.shape[1] == 0:
+            raise ValueError(
+                "token_ids must have shape (batch, time) with time >= 1, "
+                f"got {tuple(token_ids.shape)}"
+            )
+        low, high = int(token_ids.min()), int(token_ids.max())
+        if low < 0 or high >= self.vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"token_ids contains {bad}; accepted ids are 0..{self.vocab_size - 1}")
+        start = 0 if kv_cache is None else kv_cache.length
+        if start + token_ids.shape[1] > self.block_size:
+            where = "" if kv_cache is None else f" after {start} cached positions"
+            raise ValueError(
+                f"token_ids has {token_ids.shape[1]} positions{where}, but the model reads at "
+                f"most block_size={self.block_size}; crop the context to its last "
+                f"{self.block_size} tokens (generate() does this for you)"
+            )
+        if kv_cache is not None and kv_cache.batch_size != token_ids.shape[0]:
+            raise ValueError(
+                f"kv_cache holds {kv_cache.batch_size} sequences but token_ids has batch "
+                f"{token_ids.shape[0]}; make a cache with model.new_kv_cache({token_ids.shape[0]})"
+            )

@@ -1,0 +1,212 @@
+"""Sampling rules: turn one decoding step's next-token logits into probabilities or a token.
+
+This module is the course's sampler: temperature scaling, top-k and top-p (nucleus) filtering,
+the probabilities of the fixed pipeline temperature -> top-k -> top-p -> softmax, and one
+categorical draw from them. Every function is pure: it accepts logits of shape ``(V,)`` or
+``(B, V)``, returns a new tensor and never modifies its input; randomness comes only from an
+explicit ``torch.Generator``. It is not about models or generation: nothing here runs a
+network, keeps a cache or loops over time steps; a generation loop calls ``sample_next`` once
+per step with the logits of the last position.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "apply_temperature",
+    "filter_top_k",
+    "filter_top_p",
+    "sample_next",
+    "sampling_probs",
+]
+
+_NEG_INF = float("-inf")
+
+
+def _validate(logits: object, **params: object) -> None:
+    """Raise TypeError/ValueError naming the culprit if `logits` or a named parameter is bad."""
+    if not isinstance(logits, Tensor):
+        raise TypeError(
+            f"logits must be a torch.Tensor of shape (V,) or (B, V), got {type(logits).__name__}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(
+            f"logits must have a floating dtype (e.g. torch.float32), got {logits.dtype}; "
+            "convert with logits.float()"
+        )
+    shape = tuple(logits.shape)
+    if logits.dim() not in (1, 2):
+        raise ValueError(f"logits must have shape (V,) or (B, V), got shape {shape}")
+    if logits.numel() == 0:
+        raise ValueError(f"logits must have at least one row and one token, got shape {shape}")
+    for bad, label in ((torch.isnan(logits), "NaN"), (torch.isposinf(logits), "+inf")):
+        if bad.any():
+            where = tuple(torch.nonzero(bad)[0].tolist())
+            raise ValueError(
+                f"logits must be finite or -inf, got {label} at index {where} of shape {shape}"
+            )
+    rows = logits if logits.dim() == 2 else logits.unsqueeze(0)
+    # A row of only -inf has no probability distribution to sample from.
+    empty_rows = torch.nonzero(~torch.isfinite(rows).any(dim=-1))
+    if len(empty_rows) > 0:
+        row = int(empty_rows[0])
+        raise ValueError(
+            f"logits row {row} has no finite value (all -inf); every row needs at least one "
+            "finite logit"
+        )
+
+    for name, value in params.items():
+        if name == "temperature":
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(
+                    f"temperature must be a real number >= 0, got {value!r} "
+                    f"of type {type(value).__name__}"
+                )
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(
+                    f"temperature must be a finite number >= 0 (0 means greedy), got {value!r}"
+                )
+        elif name in ("k", "top_k"):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(
+                    f"{name} must be an int >= 1 or None, got {value!r} "
+                    f"of type {type(value).__name__}"
+                )
+            if value < 1:
+                raise ValueError(f"{name} must be an int >= 1 or None, got {value!r}")
+        elif name in ("p", "top_p"):
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(
+                    f"{name} must be a number in (0, 1] or None, got {value!r} "
+                    f"of type {type(value).__name__}"
+                )
+            # Written as "not (...)" so that NaN fails the check too.
+            if not (0 < value <= 1):
+                raise ValueError(f"{name} must be in (0, 1] or None, got {value!r}")
+        elif name == "generator":
+            if value is not None and not isinstance(value, torch.Generator):
+                raise TypeError(
+                    f"generator must be a torch.Generator or None, got {type(value).__name__}"
+                )
+        else:
+            raise AssertionError(f"_validate got an unknown parameter {name!r}")
+
+
+def _top_k(logits: Tensor, k: int | None) -> Tensor:
+    """Top-k filter on already validated logits."""
+    if k is None or k >= logits.shape[-1]:
+        return logits.clone()
+    # Each row's own k-th largest value, kept as a column so that it broadcasts row by row.
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    # "<" rather than "<=": tokens tied with the k-th value survive, so more than k may remain.
+    return logits.masked_fill(logits < kth, _NEG_INF)
+
+
+def _top_p(logits: Tensor, p: float | None) -> Tensor:
+    """Top-p filter on already validated logits."""
+    if p is None or p == 1:
+        return logits.clone()
+    # Stable sort: tied logits keep vocabulary order, so the kept prefix is deterministic.
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True, stable=True)
+    # float64 so that half-precision input and long prefixes do not blur the "< p" comparison.
+    sorted_probs = torch.softmax(sorted_logits.to(torch.float64), dim=-1)
+    cumulative = sorted_probs.cumsum(dim=-1)
+    # Mass strictly before each token; the top token has 0 < p, so it is always kept, and the
+    # token whose own mass crosses p is kept too. -inf tokens carry zero mass.
+    mass_before = torch.cat([torch.zeros_like(cumulative[..., :1]), cumulative[..., :-1]], dim=-1)
+    keep_sorted = mass_before < p
+    # Back from sorted order to vocabulary order: position order[j] receives keep_sorted[j].
+    keep = torch.zeros_like(keep_sorted).scatter(-1, order, keep_sorted)
+    return logits.masked_fill(~keep, _NEG_INF)
+
+
+def _probs(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
+    """Pipeline probabilities, in float32 or wider, on already validated logits."""
+    work_dtype = torch.promote_types(logits.dtype, torch.float32)
+    if temperature == 0:
+        # Greedy is its own branch: a one-hot at the first maximal index, never a division by 0.
+        one_hot = torch.zeros_like(logits, dtype=work_dtype)
+        return one_hot.scatter(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
+    # Shift each row so that its maximum is 0: softmax and both filters ignore the shift, and
+    # a tiny temperature then sends the other logits to -inf instead of the maximum to +inf.
+    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    filtered = _top_p(_top_k(shifted / temperature, top_k), top_p)
+    return torch.softmax(filtered.to(work_dtype), dim=-1)
+
+
+def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
+    """Logits divided by `temperature > 0`; accepts (V,) or (B, V), returns the same shape."""
+    _validate(logits, temperature=temperature)
+    if temperature == 0:
+        raise ValueError(
+            "temperature must be > 0 in apply_temperature, got 0; greedy decoding "
+            "(temperature=0) is handled by sample_next and sampling_probs"
+        )
+    return logits / temperature
+
+
+def filter_top_k(logits: Tensor, k: int | None) -> Tensor:
+    """Keep the k highest logits per row (ties with the k-th all kept), others -inf; (V,) or (B, V).
+
+    `k=None` or `k >= V` is off and returns a copy. Every token whose logit equals the row's
+    k-th largest value is kept, so more than k tokens may survive when there are ties.
+    """
+    _validate(logits, k=k)
+    return _top_k(logits, k)
+
+
+def filter_top_p(logits: Tensor, p: float | None) -> Tensor:
+    """Keep each row's smallest top prefix with probability mass >= p, others -inf; (V,) or (B, V).
+
+    Token j in descending order is kept iff the mass of the tokens before it is < p, so the
+    top token is always kept. `p=None` or `p == 1` is off and returns a copy. Logits that are
+    already -inf carry zero mass and stay -inf. The result is in vocabulary order.
+    """
+    _validate(logits, p=p)
+    return _top_p(logits, p)
+
+
+def sampling_probs(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> Tensor:
+    """Probabilities after temperature -> top-k -> top-p -> softmax; (V,) or (B, V), same shape.
+
+    `temperature=0` is greedy: a one-hot at the first maximal logit, as `torch.argmax` picks.
+    The result has the dtype of `logits` (computed in float32 or wider).
+    """
+    _validate(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    return _probs(logits, temperature, top_k, top_p).to(logits.dtype)
+
+
+def sample_next(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """One token id per row drawn from `sampling_probs`; (V,) gives shape (), (B, V) gives (B,).
+
+    `temperature=0` returns the argmax without consuming randomness from `generator`.
+    """
+    _validate(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = _probs(logits, temperature, top_k, top_p)
+    rows = probs.reshape(-1, probs.shape[-1])
+    draws = torch.multinomial(rows, num_samples=1, generator=generator)
+    return draws.reshape(logits.shape[:-1])

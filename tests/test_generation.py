@@ -1,0 +1,136 @@
+"""The generation loop: stopping, batching, caching and reproducibility."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lessonlib.generation import LanguageModel, generate
+from lessonlib.model import GPT, GPTConfig
+from lessonlib.paths import REPO_ROOT
+from lessonlib.tokenizer import CharTokenizer
+
+TOKENIZER = CharTokenizer("\nabcdefgh .", boundary="\n")
+
+
+def lively_model(seed: int = 0, block_size: int = 32) -> GPT:
+    """A small random GPT whose logits are far from uniform (see tests/test_model.py)."""
+    torch.manual_seed(seed)
+    config = GPTConfig(
+        vocab_size=TOKENIZER.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=16
+    )
+    model = GPT(config)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(3.0)
+    return model.eval()
+
+
+def sample(model, prompt, seed, **settings):
+    settings.setdefault("max_new_tokens", 40)
+    generator = torch.Generator().manual_seed(seed)
+    return generate(model, prompt, tokenizer=TOKENIZER, generator=generator, **settings)
+
+
+def test_gpt_follows_the_model_interface():
+    assert isinstance(lively_model(), LanguageModel)
+
+
+def test_same_seed_same_text_and_other_seed_other_text():
+    model = lively_model()
+    first = sample(model, "abc", seed=7, stop_at_boundary=False)
+    again = sample(model, "abc", seed=7, stop_at_boundary=False)
+    other = sample(model, "abc", seed=8, stop_at_boundary=False)
+    assert first.text == again.text
+    assert first.token_ids == again.token_ids
+    assert len(first.text) == 40
+    assert other.text != first.text
+
+
+@pytest.mark.parametrize("settings", [{}, {"temperature": 0.7, "top_k": 4}, {"top_p": 0.8}])
+def test_cache_does_not_change_the_text(settings):
+    """Cached and uncached loops draw the same tokens, also well past the block size."""
+    model = lively_model(block_size=16)
+    cached = sample(
+        model, ["ab", "cd"], seed=3, max_new_tokens=50, stop_at_boundary=False, **settings
+    )
+    plain = sample(
+        model,
+        ["ab", "cd"],
+        seed=3,
+        max_new_tokens=50,
+        stop_at_boundary=False,
+        use_cache=False,
+        **settings,
+    )
+    assert cached.texts == plain.texts
+
+
+def test_greedy_is_the_argmax_of_every_step():
+    model = lively_model()
+    result = sample(model, "a", seed=0, temperature=0.0, stop_at_boundary=False, record_logits=True)
+    assert result.logits.shape == (1, 40, TOKENIZER.vocab_size)
+    assert result.token_ids[0] == result.logits[0].argmax(-1).tolist()
+
+
+def test_rows_stop_independently_at_the_boundary():
+    model = lively_model(seed=1)
+    result = sample(model, ["a", "b", "c", "d"], seed=5, max_new_tokens=200)
+    assert any(result.finished), "the test model should end at least one row"
+    for text, ids, finished in zip(result.texts, result.token_ids, result.finished):
+        assert "\n" not in text
+        assert TOKENIZER.decode(ids) == text + ("\n" if finished else "")
+        assert finished == (ids[-1] == TOKENIZER.boundary_id)
+
+
+def test_a_batch_row_matches_the_same_prompt_alone_under_greedy():
+    model = lively_model()
+    batch = sample(model, ["ab", "cd"], seed=0, temperature=0.0)
+    alone = sample(model, "cd", seed=0, temperature=0.0)
+    assert batch.texts[1] == alone.text
+
+
+def test_bad_arguments_raise_clear_errors():
+    model = lively_model()
+    with pytest.raises(ValueError, match="'z' at position 1"):
+        sample(model, "az", seed=0)
+    with pytest.raises(ValueError, match="max_new_tokens must be an int >= 0, got -1"):
+        sample(model, "a", seed=0, max_new_tokens=-1)
+    with pytest.raises(ValueError, match="same length"):
+        sample(model, ["a", "abc"], seed=0)
+    with pytest.raises(TypeError, match="prompt must be a str"):
+        sample(model, 42, seed=0)
+    with pytest.raises(ValueError, match="top_k"):
+        sample(model, "a", seed=0, top_k=0)
+    with pytest.raises(ValueError, match="text is for a single prompt"):
+        _ = sample(model, ["a", "b"], seed=0).text
+
+
+SCRIPT = """
+import json, torch
+from tests.test_generation import lively_model, sample
+result = sample(lively_model(), ["ab", "ba"], seed=11, max_new_tokens=60, temperature=0.9, top_p=0.9)
+print(json.dumps(result.texts))
+"""
+
+
+def test_byte_identical_across_two_processes():
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", SCRIPT],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            check=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    here = sample(
+        lively_model(), ["ab", "ba"], seed=11, max_new_tokens=60, temperature=0.9, top_p=0.9
+    )
+    assert runs[0] == runs[1]
+    assert json.loads(runs[0]) == here.texts

@@ -1,0 +1,42 @@
+"""Text measures."""
+
+from __future__ import annotations
+
+import pytest
+
+from lessonlib.metrics import find_cycle
+
+
+def test_finds_start_and_period_of_a_repeating_tail():
+    text = "Once upon a time!" + "Mia ran. " * 5 + "Mia r"
+    cycle = find_cycle(text)
+    assert cycle is not None
+    assert text[cycle.start :].startswith("Mia ran. ")
+    assert cycle.period == len("Mia ran. ")
+    assert cycle.start == len("Once upon a time!")
+    assert cycle.repeats == pytest.approx((len(text) - cycle.start) / 9)
+
+
+def test_the_cycle_starts_where_the_repetition_really_starts():
+    # The character before the first "ab" is also 'b', so the tail starts one earlier.
+    cycle = find_cycle("xyzb" + "ab" * 4)
+    assert (cycle.start, cycle.period, cycle.unit) == (3, 2, "ba")
+
+
+def test_prefers_the_shortest_period_on_ties():
+    cycle = find_cycle("ab" * 6)
+    assert (cycle.start, cycle.period) == (0, 2)
+
+
+def test_no_cycle_in_text_that_does_not_repeat_enough():
+    assert find_cycle("the cat sat on the mat") is None
+    assert find_cycle("abcabc", min_repeats=3) is None
+    assert find_cycle("abcabc", min_repeats=2).period == 3
+    assert find_cycle("") is None
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="min_repeats must be an int >= 2, got 1"):
+        find_cycle("aaa", min_repeats=1)
+    with pytest.raises(TypeError, match="text must be a str"):
+        find_cycle(["a"])

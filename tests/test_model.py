@@ -1,0 +1,127 @@
+"""The GPT, its config and its KV cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lessonlib.generation import next_token_logits
+from lessonlib.model import GPT, GPTConfig, KVCache
+
+VOCAB = 40
+
+
+def lively_model(block_size: int = 64, seed: int = 0) -> GPT:
+    """A small random GPT with weights large enough that its logits are far from uniform."""
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=block_size, n_layer=2, n_head=4, n_embd=32))
+    with torch.no_grad():
+        for param in model.parameters():
+            param.mul_(3.0)
+    return model.eval()
+
+
+def cache_disagreement(model: GPT, token_ids: torch.Tensor, chunk: int = 1) -> float:
+    """Largest |cached - uncached| logit over every step of feeding token_ids in chunks."""
+    cache = model.new_kv_cache(token_ids.shape[0])
+    worst = 0.0
+    with torch.inference_mode():
+        for end in range(chunk, token_ids.shape[1] + 1, chunk):
+            cached = model(token_ids[:, end - chunk : end], kv_cache=cache)
+            full = model(token_ids[:, :end])[:, end - chunk :]
+            worst = max(worst, float((cached - full).abs().max()))
+    return worst
+
+
+def test_config_rejects_bad_fields():
+    with pytest.raises(ValueError, match="n_embd must be divisible by n_head"):
+        GPTConfig(vocab_size=10, n_embd=30, n_head=4)
+    with pytest.raises(ValueError, match="block_size must be a positive int, got 0"):
+        GPTConfig(vocab_size=10, block_size=0)
+
+
+def test_default_size_is_in_the_course_budget():
+    model = GPT(GPTConfig(vocab_size=45))
+    assert 500_000 <= model.num_parameters() <= 1_000_000
+    assert model.block_size >= 256
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_cached_logits_match_uncached_at_every_step(batch_size, chunk):
+    model = lively_model(block_size=64)
+    token_ids = torch.randint(VOCAB, (batch_size, 64), generator=torch.Generator().manual_seed(1))
+    assert cache_disagreement(model, token_ids, chunk) < 1e-5
+
+
+def test_the_cache_check_catches_a_cache_that_forgets():
+    """The comparison above must fail for a broken cache: here every step forgets the past."""
+    model = lively_model()
+    token_ids = torch.randint(VOCAB, (2, 20), generator=torch.Generator().manual_seed(2))
+
+    class ForgetfulCache(KVCache):
+        @property
+        def length(self):
+            return 0
+
+        @length.setter
+        def length(self, value):
+            pass
+
+    model.new_kv_cache = lambda b: ForgetfulCache(
+        model.config, b, dtype=torch.float32, device="cpu"
+    )
+    assert cache_disagreement(model, token_ids) > 1e-2
+
+
+def test_batch_rows_are_independent():
+    model = lively_model()
+    token_ids = torch.randint(VOCAB, (3, 16), generator=torch.Generator().manual_seed(3))
+    together = model(token_ids)
+    alone = torch.cat([model(token_ids[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+def test_forward_rejects_bad_input_with_named_parameters():
+    model = lively_model(block_size=8)
+    with pytest.raises(TypeError, match="token_ids must have dtype torch.long"):
+        model(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match=r"shape \(batch, time\)"):
+        model(torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=f"token_ids contains {VOCAB}"):
+        model(torch.tensor([[1, VOCAB]]))
+    with pytest.raises(ValueError, match="block_size=8"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+    cache = model.new_kv_cache(1)
+    model(torch.zeros(1, 6, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(ValueError, match="after 6 cached positions"):
+        model(torch.zeros(1, 3, dtype=torch.long), kv_cache=cache)
+    with pytest.raises(ValueError, match="kv_cache holds 1 sequences"):
+        model(torch.zeros(2, 1, dtype=torch.long), kv_cache=cache)
+
+
+def test_past_the_block_size_the_cache_slides_like_the_uncached_model():
+    """Beyond block_size both paths read the last block_size tokens, so they agree."""
+    model = lively_model(block_size=12)
+    token_ids = torch.randint(VOCAB, (2, 30), generator=torch.Generator().manual_seed(4))
+    cache = model.new_kv_cache(2)
+    with torch.inference_mode():
+        cached = next_token_logits(model, token_ids[:, :5], cache)
+        uncached = next_token_logits(model, token_ids[:, :5])
+        torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=0)
+        for end in range(6, 31):
+            cached = next_token_logits(model, token_ids[:, :end], cache, new_tokens=1)
+            uncached = next_token_logits(model, token_ids[:, :end])
+            torch.testing.assert_close(cached, uncached, atol=1e-5, rtol=0)
+            # The uncached model reads exactly the last block_size tokens.
+            window = model(token_ids[:, max(0, end - 12) : end])[:, -1]
+            torch.testing.assert_close(uncached, window, atol=1e-6, rtol=0)
+    assert cache.length == 12
+
+
+def test_cache_size_per_token():
+    model = GPT(GPTConfig(vocab_size=10, block_size=16, n_layer=3, n_head=2, n_embd=8))
+    cache = model.new_kv_cache(1)
+    # keys and values, 3 layers, 8 numbers each, 4 bytes per float32
+    assert cache.nbytes_per_token() == 2 * 3 * 8 * 4
+    assert cache.capacity == 16

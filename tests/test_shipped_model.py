@@ -1,0 +1,82 @@
+"""The checkpoint in data/: provenance, the validation target, and how it decodes."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+import torch
+
+from lessonlib import tinytales
+from lessonlib.checkpoint import load_metadata, load_model
+from lessonlib.generation import generate
+from lessonlib.metrics import find_cycle
+from lessonlib.train import fitting_stories, story_loss
+
+VAL_TARGET = 0.20  # nats per character, the course's target for the shipped model
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_model()
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    return load_metadata()
+
+
+def test_metadata_says_how_the_model_was_made(shipped, metadata):
+    model, tokenizer = shipped
+    assert metadata["vocabulary"] == tinytales.ALPHABET == tokenizer.chars
+    assert metadata["config"]["block_size"] == model.block_size
+    assert metadata["parameters"] == model.num_parameters()
+    assert 500_000 <= model.num_parameters() <= 1_000_000
+    corpus = metadata["corpus"]
+    stories = tinytales.generate_stories(corpus["stories"], seed=corpus["seed"])
+    assert tinytales.corpus_sha256(stories) == corpus["sha256"]
+    assert metadata["torch_version"].startswith("2.")
+    assert metadata["steps"] == metadata["settings"]["steps"]
+
+
+def test_validation_loss_meets_the_target(shipped, metadata):
+    model, tokenizer = shipped
+    corpus = metadata["corpus"]
+    stories = tinytales.generate_stories(
+        metadata["settings"]["val_stories"], seed=corpus["val_seed"]
+    )
+    held_out = fitting_stories(stories, model.block_size)
+    loss = story_loss(model, tokenizer, held_out)
+    floor = tinytales.entropy_rate(held_out)
+    assert loss <= VAL_TARGET
+    assert floor < loss  # no model beats the grammar's own entropy
+    assert loss == pytest.approx(metadata["val_loss"], abs=2e-3)
+
+
+def test_most_stories_at_temperature_0_7_are_valid(shipped):
+    model, tokenizer = shipped
+    result = generate(
+        model,
+        [""] * 64,
+        tokenizer=tokenizer,
+        max_new_tokens=model.block_size,
+        temperature=0.7,
+        generator=torch.Generator().manual_seed(0),
+    )
+    valid = sum(tinytales.is_valid_story(text) for text in result.texts)
+    assert valid / 64 >= 0.75
+
+
+def test_greedy_decoding_falls_into_a_loop(shipped):
+    model, tokenizer = shipped
+    text = generate(model, "", tokenizer=tokenizer, max_new_tokens=500, temperature=0.0).text
+    cycle = find_cycle(text)
+    assert cycle is not None and cycle.repeats >= 3
+    assert "played with the" in cycle.unit
+
+
+def test_nothing_in_lessonlib_unpickles():
+    sources = pathlib.Path(tinytales.__file__).parent.glob("*.py")
+    for path in sources:
+        text = path.read_text()
+        assert "torch.load(" not in text and "import pickle" not in text, path
