@@ -73,6 +73,13 @@ def next_token_logits(
 
 
 @torch.inference_mode()
+def prompt_logits(model: LanguageModel, prompt: str, *, tokenizer: CharTokenizer) -> Tensor:
+    """Logits (V,) of the token after `prompt` (the context starts with the boundary token)."""
+    context = torch.tensor([[tokenizer.boundary_id, *tokenizer.encode(prompt)]])
+    return next_token_logits(model, context)[0]
+
+
+@torch.inference_mode()
 def generate(
     model: LanguageModel,
     prompt: str | list[str],

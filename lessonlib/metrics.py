@@ -51,3 +51,35 @@ def find_cycle(text: str, *, min_repeats: int = 3) -> Cycle | None:
         return None
     start, period = best
     return Cycle(start=start, period=period, unit=text[start : start + period], end=n)
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def repetition_rate(text: str, *, n: int = 4) -> float:
+    """Share of the word n-grams of `text` that already occurred earlier in it (0 = none repeat)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    words = _words(text)
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    seen: set[tuple[str, ...]] = set()
+    repeated = 0
+    for gram in grams:
+        repeated += gram in seen
+        seen.add(gram)
+    return repeated / len(grams)
+
+
+def distinct_n(texts: list[str], *, n: int = 2) -> float:
+    """Distinct word n-grams divided by all word n-grams, pooled over `texts` (1 = no reuse)."""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    grams = [
+        tuple(words[i : i + n])
+        for words in map(_words, texts)
+        for i in range(len(words) - n + 1)
+    ]
+    return len(set(grams)) / len(grams) if grams else 0.0

@@ -474,6 +474,15 @@ def next_char_distribution(prefix: str) -> dict[str, float]:
     return _frontier_after(prefix).distribution()
 
 
+def next_char_vector(prefix: str, chars: str) -> list[float]:
+    """next_char_distribution(prefix) as a list aligned with `chars` (a tokenizer's alphabet)."""
+    distribution = next_char_distribution(prefix)
+    missing = sorted(set(distribution) - set(chars))
+    if missing:
+        raise ValueError(f"chars must contain every possible next character; missing {missing}")
+    return [distribution.get(char, 0.0) for char in chars]
+
+
 def next_char_distributions(text: str) -> list[dict[str, float]]:
     """next_char_distribution(text[:i]) for i = 0..len(text), computed in one pass."""
     if not isinstance(text, str):

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from lessonlib.generation import LanguageModel, generate
+from lessonlib.generation import LanguageModel, generate, prompt_logits
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.paths import REPO_ROOT
 from lessonlib.tokenizer import CharTokenizer
@@ -134,3 +134,10 @@ def test_byte_identical_across_two_processes():
     )
     assert runs[0] == runs[1]
     assert json.loads(runs[0]) == here.texts
+
+
+def test_prompt_logits_is_the_last_step_of_the_model():
+    model = lively_model()
+    logits = prompt_logits(model, "abc", tokenizer=TOKENIZER)
+    full = model(torch.tensor([[TOKENIZER.boundary_id, *TOKENIZER.encode("abc")]]))[0, -1]
+    torch.testing.assert_close(logits, full)

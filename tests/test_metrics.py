@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lessonlib.metrics import find_cycle
+from lessonlib.metrics import distinct_n, find_cycle, repetition_rate
 
 
 def test_finds_start_and_period_of_a_repeating_tail():
@@ -40,3 +40,21 @@ def test_bad_arguments():
         find_cycle("aaa", min_repeats=1)
     with pytest.raises(TypeError, match="text must be a str"):
         find_cycle(["a"])
+
+
+def test_repetition_rate_counts_ngrams_seen_before():
+    assert repetition_rate("a b c d e f") == 0.0
+    # 4-grams of "x y x y x y": (x y x y), (y x y x), (x y x y) -> one repeat out of three
+    assert repetition_rate("x y x y x y") == pytest.approx(1 / 3)
+    assert repetition_rate("Mia ran. " * 10, n=2) > 0.8
+    assert repetition_rate("too short", n=4) == 0.0
+    with pytest.raises(ValueError, match="n must be an int >= 1, got 0"):
+        repetition_rate("a", n=0)
+
+
+def test_distinct_n_pools_over_texts():
+    assert distinct_n(["a b c", "d e f"], n=2) == 1.0
+    assert distinct_n(["a b", "a b"], n=2) == 0.5
+    assert distinct_n(["a"], n=2) == 0.0
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        distinct_n(["a"], n=-1)

@@ -357,3 +357,15 @@ def test_bad_arguments_raise() -> None:
         tt.entropy_rate([HAND_STORY, HAND_STORY + "!"])
     with pytest.raises(ValueError, match="position"):
         tt.next_char_distributions("Once upon a tame")
+
+
+def test_next_char_vector_aligns_with_an_alphabet():
+    prefix = "Once upon a time, there was a little "
+    vector = tt.next_char_vector(prefix, tt.ALPHABET)
+    distribution = tt.next_char_distribution(prefix)
+    assert len(vector) == len(tt.ALPHABET)
+    assert math.isclose(sum(vector), 1.0)
+    for char, prob in zip(tt.ALPHABET, vector):
+        assert prob == distribution.get(char, 0.0)
+    with pytest.raises(ValueError, match="missing"):
+        tt.next_char_vector(prefix, "abc")
