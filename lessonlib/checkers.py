@@ -1,0 +1,586 @@
+"""Exercise checkers: run a learner's function against the library's on many cases.
+
+`check_against_reference` is the engine: it calls the learner's function on each case (hand-
+written edge cases first, so that the first failure is small and readable, then seeded random
+ones), reports an exception from the learner's code instead of raising it, compares the result
+with the reference and stops at the first disagreement. The result prints either
+"All N cases pass" or that first failing input in plain words: the logits (rounded), the
+parameter, what was expected, what came back, what differs, and a hint.
+
+`check_temperature`, `check_top_k` and `check_top_p` check the three transforms of
+`lessonlib.sampling`; their cases include single rows (V,) and batches (B, V), ties, -inf
+entries and, for top-p, probabilities that hit p exactly. The buggy "natural first attempts"
+these checkers exist to catch live in the notebooks (learner code) and in the tests, not here.
+This module has no widgets and draws nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
+
+__all__ = [
+    "Case",
+    "CheckResult",
+    "Failure",
+    "check_against_reference",
+    "check_temperature",
+    "check_top_k",
+    "check_top_p",
+    "compare_kept_prefix",
+    "compare_logits",
+    "temperature_cases",
+    "top_k_cases",
+    "top_p_cases",
+]
+
+_NEG_INF = float("-inf")
+# Values agree when |got - expected| <= atol + rtol * |expected|: float32 arithmetic done in a
+# different order (e.g. multiplying by 1 / temperature) must pass, a wrong formula must not.
+_RTOL = 1e-5
+_ATOL = 1e-6
+
+
+@dataclass(frozen=True)
+class Case:
+    """One input for the learner's function: logits, the parameter, and what the case probes."""
+
+    logits: Tensor  # (V,) or (B, V)
+    param: float | int  # the temperature, k or p
+    note: str = ""  # in words, e.g. "ties at the k-th value"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Everything known about a failing case, handed to a checker's hint function."""
+
+    case: Case
+    expected: Tensor
+    got: object  # what the learner's function returned (None if it raised)
+    error: Exception | None  # the exception it raised, if any
+    rows_ok: bool  # a batch case whose rows each pass when given to the function one at a time
+
+
+@dataclass(frozen=True, repr=False)
+class CheckResult:
+    """The outcome of a check: passed or not, cases run, and the first failure in words."""
+
+    passed: bool
+    cases_run: int  # cases run before stopping (all of them when passed)
+    first_failure: str | None  # None when passed
+    name: str = "your function"
+
+    def __str__(self) -> str:
+        if self.passed:
+            return f"All {self.cases_run} cases pass ({self.name})."
+        return str(self.first_failure)
+
+    # A notebook shows the result as a cell's last expression: print the words, not the fields.
+    __repr__ = __str__
+
+
+Compare = Callable[[Tensor, Tensor, Tensor], "str | None"]
+Hint = Callable[[Failure], "str | None"]
+
+
+def _number(value: float, decimals: int) -> str:
+    """One value for a message: -inf spelled out, others rounded."""
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "-inf" if value < 0 else "inf"
+    return repr(round(value, decimals) + 0.0)  # + 0.0 turns -0.0 into 0.0
+
+
+def _format(values: Tensor, decimals: int = 2, indent: int = 0) -> str:
+    """A (V,) or (B, V) tensor as a list literal, one row per line for a batch."""
+    rows = values.detach().to(torch.float64).cpu()
+    if rows.dim() == 1:
+        return "[" + ", ".join(_number(v, decimals) for v in rows.tolist()) + "]"
+    lines = [_format(row, decimals) for row in rows]
+    return "[" + (",\n" + " " * (indent + 1)).join(lines) + "]"
+
+
+def _where(row: int, batched: bool) -> str:
+    return f"row {row}: " if batched else ""
+
+
+def compare_logits(logits: Tensor, expected: Tensor, got: Tensor) -> str | None:
+    """None if `got` matches `expected` (shape, -inf pattern, values), else what differs."""
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"expected shape {tuple(expected.shape)}, got shape {tuple(got.shape)}"
+    if not got.is_floating_point():
+        return f"expected floating-point logits, got dtype {got.dtype}"
+    exp = expected.detach().to(torch.float64).reshape(-1, expected.shape[-1])
+    out = got.detach().to(torch.float64).cpu().reshape(-1, expected.shape[-1])
+    batched = expected.dim() == 2
+    for row in range(exp.shape[0]):
+        e, g = exp[row], out[row]
+        if torch.isnan(g).any():
+            return f"{_where(row, batched)}got NaN at token {int(torch.isnan(g).nonzero()[0])}"
+        kept_e = torch.isfinite(e).nonzero().flatten().tolist()
+        kept_g = torch.isfinite(g).nonzero().flatten().tolist()
+        if kept_e != kept_g or torch.isposinf(g).any():
+            return (
+                f"{_where(row, batched)}expected finite values at tokens {kept_e} "
+                f"(the others -inf), got them at tokens {kept_g}"
+            )
+        close = (g - e).abs() <= _ATOL + _RTOL * e.abs()
+        bad = (~close & torch.isfinite(e)).nonzero().flatten().tolist()
+        if bad:
+            t = bad[0]
+            return (
+                f"{_where(row, batched)}token {t}: expected {_number(float(e[t]), 4)}, "
+                f"got {_number(float(g[t]), 4)}"
+            )
+    return None
+
+
+def compare_kept_prefix(logits: Tensor, expected: Tensor, got: Tensor) -> str | None:
+    """Like `compare_logits`, but tied logits at the cut may be kept in either order.
+
+    Which of several equal logits a sort puts first is arbitrary (unless the sort is stable), so
+    a filter that keeps a top prefix is right when it keeps as many tokens as the reference, each
+    with its own logit, and the same multiset of logit values.
+    """
+    if tuple(got.shape) != tuple(expected.shape):
+        return f"expected shape {tuple(expected.shape)}, got shape {tuple(got.shape)}"
+    if not got.is_floating_point():
+        return f"expected floating-point logits, got dtype {got.dtype}"
+    src = logits.detach().to(torch.float64).reshape(-1, logits.shape[-1])
+    exp = expected.detach().to(torch.float64).reshape(-1, expected.shape[-1])
+    out = got.detach().to(torch.float64).cpu().reshape(-1, expected.shape[-1])
+    batched = expected.dim() == 2
+    for row in range(exp.shape[0]):
+        s, e, g = src[row], exp[row], out[row]
+        kept_e = torch.isfinite(e).nonzero().flatten().tolist()
+        kept_g = torch.isfinite(g).nonzero().flatten().tolist()
+        same_values = sorted(s[kept_e].tolist()) == sorted(s[kept_g].tolist())
+        if len(kept_e) != len(kept_g) or not same_values or torch.isposinf(g).any():
+            return (
+                f"{_where(row, batched)}expected finite values at tokens {kept_e} "
+                f"(the others -inf), got them at tokens {kept_g}"
+            )
+        # Kept tokens keep their own logits unchanged.
+        if not torch.equal(torch.isnan(g), torch.zeros_like(g, dtype=torch.bool)):
+            return f"{_where(row, batched)}got NaN at token {int(torch.isnan(g).nonzero()[0])}"
+        close = (g[kept_g] - s[kept_g]).abs() <= _ATOL + _RTOL * s[kept_g].abs()
+        if not bool(close.all()):
+            t = kept_g[int((~close).nonzero()[0])]
+            return (
+                f"{_where(row, batched)}token {t}: expected its logit {_number(float(s[t]), 4)} "
+                f"unchanged, got {_number(float(g[t]), 4)}"
+            )
+    return None
+
+
+def _run(fn: Callable, logits: Tensor, param: float) -> tuple[object, Exception | None]:
+    """Call the learner's function on a copy of `logits`; (result, None) or (None, exception)."""
+    try:
+        return fn(logits, param), None
+    # Any exception: the learner's bug is the report, not a crash of the checker.
+    except Exception as error:  # noqa: BLE001
+        return None, error
+
+
+def _rows_ok(fn: Callable, reference_fn: Callable, case: Case, compare: Compare) -> bool:
+    """True if a batch case fails as a whole but each of its rows passes on its own."""
+    if case.logits.dim() != 2 or case.logits.shape[0] < 2:
+        return False
+    for row in case.logits:
+        got, error = _run(fn, row.clone(), case.param)
+        if error is not None or not isinstance(got, Tensor):
+            return False
+        if compare(row, reference_fn(row, case.param), got) is not None:
+            return False
+    return True
+
+
+_BATCH_HINT = (
+    "Your function is right for each row on its own but not for the rows as a batch: every "
+    "row must use its own values. Work along the last dimension (dim=-1), keep that dimension "
+    "where a per-row value must broadcast (keepdim=True, or [..., -1:] instead of [..., -1]), "
+    "and mask with a boolean tensor of the full shape rather than a flat list of indices."
+)
+
+
+def check_against_reference(
+    learner_fn: Callable,
+    reference_fn: Callable,
+    cases: Sequence[Case],
+    *,
+    name: str,
+    compare: Compare = compare_logits,
+    param_name: str = "param",
+    hint: Hint | None = None,
+    describe: Callable[[Case], list[str]] | None = None,
+) -> CheckResult:
+    """Run `learner_fn(logits, param)` on each case against `reference_fn`; stop at the first miss.
+
+    `compare(logits, expected, got)` returns None when they agree, else what differs in words;
+    `hint(failure)` may add advice for a failure; `describe(case)` may add lines about the
+    input (e.g. its probabilities). The learner's function gets a copy of the logits, and
+    changing that copy in place counts as a failure (transforms must be pure).
+    """
+    if not callable(learner_fn):
+        raise TypeError(f"learner_fn must be a function, got {type(learner_fn).__name__}")
+    if not cases:
+        raise ValueError("cases must hold at least one Case, got none")
+    total = len(cases)
+    for number, case in enumerate(cases, start=1):
+        expected = reference_fn(case.logits, case.param)
+        given = case.logits.clone()
+        got, error = _run(learner_fn, given, case.param)
+        in_place = False
+        if error is not None:
+            problem = f"your function raised {type(error).__name__}: {error}"
+        elif not isinstance(got, Tensor):
+            problem = f"your function returned a {type(got).__name__}, expected a torch.Tensor"
+        else:
+            problem = compare(case.logits, expected, got)
+            in_place = problem is None and not torch.equal(given, case.logits)
+            if in_place:
+                problem = (
+                    "your function changed its input logits in place; return a new tensor "
+                    "instead (e.g. logits.masked_fill(...) or logits / t, not logits[...] = ...)"
+                )
+        if problem is None:
+            continue
+        failure = Failure(
+            case=case,
+            expected=expected,
+            got=got,
+            error=error,
+            rows_ok=_rows_ok(learner_fn, reference_fn, case, compare),
+        )
+        if in_place:
+            advice = None  # the problem already says what to do
+        elif failure.rows_ok:
+            advice = _BATCH_HINT
+        else:
+            advice = hint(failure) if hint else None
+        lines = [
+            f"{name}: case {number} of {total} fails" + (f" ({case.note})." if case.note else ".")
+        ]
+        lines.append("  logits   = " + _format(case.logits, indent=13))
+        lines.append(f"  {param_name:<8} = {case.param!r}")
+        if describe is not None:
+            lines.extend("  " + line for line in describe(case))
+        lines.append("  expected = " + _format(expected, indent=13))
+        if isinstance(got, Tensor) and error is None:
+            lines.append("  got      = " + _format(got, indent=13))
+        lines.append(f"  Problem: {problem}.")
+        if advice:
+            lines.append(f"  Hint: {advice}")
+        return CheckResult(
+            passed=False, cases_run=number, first_failure="\n".join(lines), name=name
+        )
+    return CheckResult(passed=True, cases_run=total, first_failure=None, name=name)
+
+
+# ----- cases -------------------------------------------------------------------------------------
+
+
+def _grid_logits(shape: tuple[int, ...], generator: torch.Generator) -> Tensor:
+    """Logits on a grid of halves in [-3, 3] (exact, readable, often tied), some -inf.
+
+    Every row keeps at least one finite value, as the sampler requires.
+    """
+    values = torch.randint(-6, 7, shape, generator=generator).to(torch.float32) / 2
+    drop = torch.rand(shape, generator=generator) < 0.15
+    rows = values.reshape(-1, shape[-1])
+    drop_rows = drop.reshape(-1, shape[-1])
+    full = drop_rows.all(dim=-1)
+    drop_rows[:, 0] &= ~full
+    return rows.masked_fill(drop_rows, _NEG_INF).reshape(shape)
+
+
+def _random_shape(generator: torch.Generator) -> tuple[int, ...]:
+    """(V,) or (B, V) with B in 2..5 and V in 2..8, B == V sometimes (no broadcasting error)."""
+    vocab_size = int(torch.randint(2, 9, (), generator=generator))
+    kind = int(torch.randint(0, 3, (), generator=generator))
+    if kind == 0:
+        return (vocab_size,)
+    rows = (
+        vocab_size
+        if kind == 1 and vocab_size <= 5
+        else int(torch.randint(2, 6, (), generator=generator))
+    )
+    return (rows, vocab_size)
+
+
+def _row_logits(probs: Sequence[float]) -> Tensor:
+    """float64 log-probabilities; for powers of two their softmax and cumsum are exact."""
+    return torch.tensor(probs, dtype=torch.float64).log()
+
+
+_ONE_ROW = torch.tensor([2.0, -1.0, 0.5, 3.0, 1.0])
+_BATCH = torch.tensor(
+    [[2.0, -1.0, 0.5, 3.0, 1.0], [0.0, 4.0, 1.0, -2.0, 3.5], [-1.0, -3.0, -2.0, -0.5, -4.0]]
+)
+# Square (B == V), so that comparing with a (B,) column broadcasts without an error.
+_SQUARE = torch.tensor(
+    [[1.0, 3.0, 2.0, 0.0], [-2.0, 0.5, 1.5, 4.0], [2.5, 2.5, -1.0, 0.0], [0.0, -1.0, -3.0, -0.5]]
+)
+_WITH_NEG_INF = torch.tensor([0.0, _NEG_INF, 2.0, _NEG_INF, 1.0])
+
+
+def temperature_cases(*, seed: int = 0, n_random: int = 30) -> list[Case]:
+    """Edge and random cases for `apply_temperature`."""
+    cases = [
+        Case(torch.tensor([2.0, 1.0, 0.0]), 1.0, "temperature 1 changes nothing"),
+        Case(torch.tensor([2.0, 1.0, 0.0]), 0.5, "temperature below 1 sharpens"),
+        Case(torch.tensor([2.0, 1.0, 0.0]), 2.0, "temperature above 1 flattens"),
+        Case(_WITH_NEG_INF, 0.5, "-inf entries stay -inf"),
+        Case(_BATCH, 2.0, "a batch of 3 rows"),
+        Case(_SQUARE, 0.25, "a batch of 4 rows of 4 tokens"),
+        Case(torch.tensor([1.5]), 3.0, "a single token"),
+        Case(_ONE_ROW, 0.05, "a very low temperature"),
+        Case(_ONE_ROW, 20.0, "a very high temperature"),
+    ]
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(n_random):
+        logits = _grid_logits(_random_shape(generator), generator)
+        temperature = round(float(torch.empty(()).uniform_(0.1, 4.0, generator=generator)), 2)
+        cases.append(Case(logits, temperature, "random"))
+    return cases
+
+
+def top_k_cases(*, seed: int = 0, n_random: int = 30) -> list[Case]:
+    """Edge and random cases for `filter_top_k`."""
+    cases = [
+        Case(_ONE_ROW, 2, "one row"),
+        Case(_ONE_ROW, 1, "k = 1 keeps only the largest logit"),
+        Case(_ONE_ROW, 5, "k = V keeps every token"),
+        Case(torch.tensor([3.0, 1.0, 3.0, 1.0, 0.0]), 3, "ties at the k-th value: keep them all"),
+        Case(torch.tensor([3.0, 3.0, 1.0, 0.0]), 1, "two tokens tied for the largest, k = 1"),
+        Case(_WITH_NEG_INF, 2, "-inf entries"),
+        Case(torch.tensor([1.0, _NEG_INF, _NEG_INF, 0.0]), 3, "fewer finite logits than k"),
+        Case(_BATCH, 2, "a batch of 3 rows, each with its own k-th value"),
+        Case(_SQUARE, 2, "a batch of 4 rows of 4 tokens, each with its own k-th value"),
+        Case(_BATCH[:1], 3, "a batch of one row"),
+    ]
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(n_random):
+        logits = _grid_logits(_random_shape(generator), generator)
+        k = int(torch.randint(1, logits.shape[-1] + 1, (), generator=generator))
+        cases.append(Case(logits, k, "random"))
+    return cases
+
+
+# Powers of two in shuffled vocabulary order: exact probabilities, so p can equal a prefix mass.
+_DYADIC = _row_logits([0.125, 0.5, 0.125, 0.25])
+_DYADIC_BATCH = torch.stack(
+    [
+        _row_logits([0.25, 0.125, 0.5, 0.125]),
+        _row_logits([0.125, 0.125, 0.25, 0.5]),
+        _row_logits([0.5, 0.25, 0.125, 0.125]),
+        _row_logits([0.25, 0.25, 0.25, 0.25]),
+    ]
+)
+
+
+def top_p_cases(*, seed: int = 0, n_random: int = 30) -> list[Case]:
+    """Edge and random cases for `filter_top_p`, with prefix masses that hit p exactly."""
+    cases = [
+        Case(_DYADIC, 0.6, "one row, not sorted: probabilities (0.125, 0.5, 0.125, 0.25)"),
+        Case(_DYADIC, 0.75, "exact boundary: the two largest hold exactly p = 0.75"),
+        Case(_DYADIC, 0.5, "exact boundary: the top token holds exactly p = 0.5"),
+        Case(_DYADIC, 0.3, "p below the top token's probability keeps the top token"),
+        Case(_DYADIC, 0.9, "the token that takes the mass over p is kept"),
+        Case(_DYADIC, 1.0, "p = 1 keeps every token"),
+        Case(torch.zeros(8), 0.75, "8 equal logits: 6 of them hold exactly p = 0.75"),
+        Case(_WITH_NEG_INF, 0.8, "-inf entries"),
+        Case(_BATCH, 0.8, "a batch of 3 rows"),
+        Case(_DYADIC_BATCH, 0.75, "a batch of 4 rows, exact boundaries"),
+        Case(_SQUARE, 0.01, "a batch with a tiny p: each row keeps its top token"),
+    ]
+    generator = torch.Generator().manual_seed(seed)
+    ps = (0.1, 0.25, 0.5, 0.6, 0.75, 0.8, 0.9, 0.95, 0.99)
+    for _ in range(n_random):
+        logits = _grid_logits(_random_shape(generator), generator)
+        p = ps[int(torch.randint(0, len(ps), (), generator=generator))]
+        cases.append(Case(logits, p, "random"))
+    return cases
+
+
+# ----- hints -------------------------------------------------------------------------------------
+
+
+def _as_rows(values: Tensor) -> Tensor:
+    return values.detach().to(torch.float64).reshape(-1, values.shape[-1])
+
+
+def _temperature_hint(failure: Failure) -> str | None:
+    """Name the usual slips in temperature scaling."""
+    if failure.error is not None:
+        return "divide the logits by the temperature and return the result: logits / temperature."
+    got, case = failure.got, failure.case
+    if not isinstance(got, Tensor) or got.shape != case.logits.shape:
+        return "return a tensor of the same shape as logits."
+    g, x = _as_rows(got), _as_rows(case.logits)
+    e = _as_rows(failure.expected)
+    finite = torch.isfinite(x)
+    if torch.allclose(g[finite], x[finite] * case.param):
+        return "you multiplied by the temperature; divide by it instead."
+    if bool((g >= 0).all()) and torch.allclose(g.sum(-1), torch.ones(g.shape[0], dtype=g.dtype)):
+        return "return logits, not probabilities: no softmax in this function."
+    shift = (g - e).masked_fill(~finite, 0.0)
+    if torch.isfinite(g).eq(finite).all() and torch.allclose(
+        shift, shift.amax(-1, keepdim=True).expand_as(shift).masked_fill(~finite, 0.0)
+    ):
+        return (
+            "your logits differ from logits / temperature by a constant per row (same "
+            "probabilities); return logits / temperature itself, without shifting."
+        )
+    return "every logit is divided by the temperature; -inf stays -inf."
+
+
+def _kept_counts(values: Tensor) -> list[int]:
+    return torch.isfinite(_as_rows(values)).sum(-1).tolist()
+
+
+def _top_k_hint(failure: Failure) -> str | None:
+    """Name the usual slips in top-k filtering."""
+    if failure.error is not None:
+        text = str(failure.error)
+        if "size of tensor" in text or "must match" in text:
+            return _BATCH_HINT
+        return "find each row's k-th largest value with torch.topk(logits, k, dim=-1)."
+    got, case = failure.got, failure.case
+    if not isinstance(got, Tensor) or got.shape != case.logits.shape:
+        return "return a tensor of the same shape as logits, with -inf outside the top k."
+    exp_counts, got_counts = _kept_counts(failure.expected), _kept_counts(got)
+    finite = _kept_counts(case.logits)
+    k = int(case.param)
+    if all(g == min(k - 1, f) for g, f in zip(got_counts, finite)) and got_counts != exp_counts:
+        return (
+            "you keep k - 1 tokens: the k-th largest value must survive, so mask only the "
+            "logits strictly below it (logits < kth, not logits <= kth)."
+        )
+    if any(g < e for g, e in zip(got_counts, exp_counts)) and any(e > k for e in exp_counts):
+        return (
+            "every token tied with the k-th largest value is kept, so more than k may survive: "
+            "mask by comparing with the k-th value rather than by the indices topk returns."
+        )
+    return "keep the logits >= each row's k-th largest value and set the others to -inf."
+
+
+def _mass_before(logits: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row: the descending order and the probability mass before each sorted position."""
+    rows = _as_rows(logits)
+    sorted_logits, order = torch.sort(rows, dim=-1, descending=True, stable=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    return order, probs.cumsum(-1) - probs
+
+
+def _top_p_hint(failure: Failure) -> str | None:
+    """Name the usual slips in top-p filtering: sorted-order mask, lost top token, boundary."""
+    if failure.error is not None:
+        text = str(failure.error)
+        if any(word in text for word in ("mask", "Bool", "bool", "size of tensor")):
+            return (
+                "masked_fill needs a boolean mask of the same shape as logits, in vocabulary "
+                "order, not a tensor of indices: build the "
+                "mask in sorted order, then scatter it back with "
+                "keep = keep_sorted.scatter(-1, sorted_idx, keep_sorted)."
+            )
+        return "sort with torch.sort(logits, dim=-1, descending=True) and work along dim=-1."
+    got, case = failure.got, failure.case
+    if not isinstance(got, Tensor) or got.shape != case.logits.shape:
+        return "return a tensor of the same shape as logits, with -inf outside the nucleus."
+    g = _as_rows(got)
+    if bool((~torch.isfinite(g)).all(-1).any()):
+        return (
+            "a row lost every token. The top token must always survive: keep token j when "
+            "the mass *before* it is < p (the top token has 0 before it), not when its "
+            "cumulative mass (including itself) is < p."
+        )
+    exp_counts, got_counts = _kept_counts(failure.expected), _kept_counts(got)
+    got_kept = torch.isfinite(g)
+    sorted_order_kept = [
+        got_kept[r].nonzero().flatten().tolist() == list(range(n)) for r, n in enumerate(exp_counts)
+    ]
+    order, before = _mass_before(case.logits)
+    in_vocab_order = [order[r, :n].sort().values.tolist() for r, n in enumerate(exp_counts)]
+    if all(sorted_order_kept) and any(
+        list(range(n)) != v for n, v in zip(exp_counts, in_vocab_order)
+    ):
+        return (
+            "your mask is in sorted order (position 0 = the largest logit), but masked_fill "
+            "applies it in vocabulary order. Scatter it back first: "
+            "keep = keep_sorted.scatter(-1, sorted_idx, keep_sorted)."
+        )
+    p = float(case.param)
+    for row, (e, n) in enumerate(zip(exp_counts, got_counts)):
+        if n == e + 1 and e < before.shape[-1] and math.isclose(float(before[row, e]), p):
+            return (
+                "you keep the token whose preceding mass equals p exactly. The nucleus is the "
+                "smallest prefix with mass >= p, so it stops before that token: keep token j "
+                "iff the mass before it is < p (strictly)."
+            )
+        if n == e - 1:
+            return (
+                "you drop the token that takes the mass to p or beyond; the nucleus includes "
+                "it (the smallest prefix with mass >= p)."
+            )
+    return (
+        "sort descending, keep token j iff the mass before it is < p, scatter the mask back to "
+        "vocabulary order, and set the others to -inf."
+    )
+
+
+def _describe_probs(case: Case) -> list[str]:
+    """The input's probabilities, which is what top-p reasons about."""
+    return ["probs    = " + _format(torch.softmax(case.logits.to(torch.float64), -1), 3, 13)]
+
+
+# ----- the checkers ------------------------------------------------------------------------------
+
+
+def check_temperature(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+    """Check `fn(logits, temperature)` against `lessonlib.sampling.apply_temperature`."""
+    return check_against_reference(
+        fn,
+        apply_temperature,
+        temperature_cases(seed=seed, n_random=n_random),
+        name="temperature",
+        param_name="temperature",
+        hint=_temperature_hint,
+    )
+
+
+def check_top_k(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+    """Check `fn(logits, k)` against `lessonlib.sampling.filter_top_k` (ties at the k-th kept)."""
+    return check_against_reference(
+        fn,
+        filter_top_k,
+        top_k_cases(seed=seed, n_random=n_random),
+        name="top-k",
+        param_name="k",
+        hint=_top_k_hint,
+    )
+
+
+def check_top_p(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+    """Check `fn(logits, p)` against `lessonlib.sampling.filter_top_p` (keep j iff mass before < p).
+
+    Equal logits at the cut may be kept in any order (`compare_kept_prefix`), so an unstable
+    sort passes.
+    """
+    return check_against_reference(
+        fn,
+        filter_top_p,
+        top_p_cases(seed=seed, n_random=n_random),
+        name="top-p",
+        compare=compare_kept_prefix,
+        param_name="p",
+        hint=_top_p_hint,
+        describe=_describe_probs,
+    )

@@ -1,0 +1,244 @@
+"""Quiz questions as data, and the pure grading of a learner's typed answer.
+
+A `Quiz` holds a question, its kind ("number", "integer" or "choice"), the answer key, a
+tolerance and an explanation. `grade` reads what the learner typed and says whether it is
+right, in words a learner can act on; `check_answer_key` lets a notebook assert that a quiz's
+key agrees with a value the notebook computed, so that CI checks every key.
+
+What `grade` accepts for numbers (surrounding spaces are ignored everywhere):
+- decimals with a point: "0.67", ".67", "+0.67", "-2", "1e-3", "4.";
+- a percentage: "67%" or "67 %" means 0.67;
+- a fraction of two numbers: "2/3", "1 / 8";
+- for an "integer" quiz, any of these whose value is whole: "4", "4.0", "8/2".
+A decimal comma ("0,67") is rejected with a message asking for a point: "1,000" would be
+ambiguous (one thousand or one), and a quiz should never guess. Infinity and NaN are rejected.
+
+A number is right when ``|value - answer| <= tolerance`` (inclusive), with a slack of a few
+units in the last place so that "0.67" is right for the key 0.665 at tolerance 0.005 even
+though 0.67 - 0.665 is 0.0050000000000000044 in binary floating point.
+
+This module is not about display: the ipywidgets view lives in `lessonlib.widgets.quiz`.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from dataclasses import dataclass
+
+__all__ = ["KINDS", "TWO_DECIMALS", "Grade", "Quiz", "check_answer_key", "grade", "parse_number"]
+
+KINDS = ("number", "integer", "choice")
+
+# Tolerance for a question that asks for an answer "to two decimals": any correctly rounded
+# reply lies within half a unit of the second decimal of the exact key.
+TWO_DECIMALS = 0.005
+
+# A plain decimal number: sign, digits with an optional point (".67" and "4." allowed), exponent.
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+@dataclass(frozen=True)
+class Quiz:
+    """One question with its answer key; `tolerance` is inclusive and only for kind "number"."""
+
+    question: str  # shown to the learner; may contain $...$ LaTeX
+    kind: str  # "number", "integer" or "choice"
+    answer: float | int | str  # the key: a real number, a whole number, or one of `choices`
+    tolerance: float = 0.0  # largest accepted |response - answer| for kind "number"
+    explanation: str = ""  # shown after a correct answer
+    choices: tuple[str, ...] = ()  # the options of a "choice" quiz, labelled (a), (b), ...
+
+    def __post_init__(self) -> None:
+        """Reject a quiz whose key cannot be graded, naming the field and what is accepted."""
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
+        if not isinstance(self.question, str) or not self.question.strip():
+            raise ValueError(f"question must be a non-empty string, got {self.question!r}")
+        tol = self.tolerance
+        if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
+            raise TypeError(f"tolerance must be a real number >= 0, got {tol!r}")
+        if not (math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"tolerance must be a finite number >= 0, got {tol!r}")
+        if self.kind == "number":
+            if isinstance(self.answer, bool) or not isinstance(self.answer, numbers.Real):
+                raise TypeError(
+                    f"answer of a 'number' quiz must be a real number, got {self.answer!r}"
+                )
+            if not math.isfinite(self.answer):
+                raise ValueError(f"answer of a 'number' quiz must be finite, got {self.answer!r}")
+        elif tol != 0:
+            raise ValueError(f"tolerance must be 0 for a {self.kind!r} quiz, got {tol!r}")
+        if self.kind == "integer" and (
+            isinstance(self.answer, bool) or not isinstance(self.answer, numbers.Integral)
+        ):
+            raise TypeError(f"answer of an 'integer' quiz must be an int, got {self.answer!r}")
+        if self.kind == "choice":
+            if len(self.choices) < 2 or not all(isinstance(c, str) for c in self.choices):
+                raise ValueError(
+                    f"choices of a 'choice' quiz must be at least two strings, got {self.choices!r}"
+                )
+            if len(self.choices) > 26:
+                raise ValueError(f"choices must be at most 26 (a-z), got {len(self.choices)}")
+            if self.answer not in self.choices:
+                raise ValueError(
+                    f"answer of a 'choice' quiz must be one of choices {self.choices!r}, "
+                    f"got {self.answer!r}"
+                )
+        elif self.choices:
+            raise ValueError(
+                f"choices must be empty for a {self.kind!r} quiz, got {self.choices!r}"
+            )
+
+
+@dataclass(frozen=True)
+class Grade:
+    """The verdict on one response: right or not, a message for the learner, the value read."""
+
+    correct: bool
+    message: str
+    value: float | int | str | None  # what the response was read as; None if unreadable
+
+
+def parse_number(text: str) -> float:
+    """The number written in `text` (decimal, "67%" or "2/3"); ValueError saying why if unreadable."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a string, got {type(text).__name__}")
+    body = text.strip()
+    if not body:
+        raise ValueError("could not read an empty answer as a number: type a number such as 0.5")
+    if "," in body:
+        raise ValueError(
+            f"could not read {body!r} as a number: write decimals with a point, "
+            f"e.g. {body.replace(',', '.')!r}, and no thousands separators"
+        )
+    scale = 1.0
+    if body.endswith("%"):
+        body = body[:-1].strip()
+        scale = 0.01
+    parts = [part.strip() for part in body.split("/")]
+    if len(parts) > 2 or not all(_DECIMAL.fullmatch(part) for part in parts):
+        raise ValueError(
+            f"could not read {text.strip()!r} as a number: write it like 0.67, .67, 67% or 2/3"
+        )
+    value = float(parts[0])
+    if len(parts) == 2:
+        denominator = float(parts[1])
+        if denominator == 0:
+            raise ValueError(f"could not read {text.strip()!r} as a number: it divides by zero")
+        value /= denominator
+    value *= scale
+    if not math.isfinite(value):
+        raise ValueError(f"could not read {text.strip()!r} as a finite number")
+    return value
+
+
+def _within(value: float, answer: float, tolerance: float) -> bool:
+    """|value - answer| <= tolerance, with a few ulps of slack for binary rounding of decimals."""
+    slack = 4 * math.ulp(max(abs(value), abs(answer), tolerance, 1.0))
+    return abs(value - answer) <= tolerance + slack
+
+
+def _format(value: float) -> str:
+    """A number as a short readable string (no trailing float noise)."""
+    return f"{value:.10g}"
+
+
+def _grade_number(quiz: Quiz, value: float) -> Grade:
+    """Grade a parsed number against a "number" quiz."""
+    if _within(value, float(quiz.answer), quiz.tolerance):
+        return Grade(True, _right(quiz), value)
+    message = f"Not quite: {_format(value)} is not the answer. Try again."
+    # A probability typed as a percentage without the sign ("67" for 0.67) is a slip of form.
+    if value > 1 and _within(value / 100, float(quiz.answer), quiz.tolerance):
+        message = (
+            f"Not quite: {_format(value)} is not the answer; did you mean {_format(value)}%? "
+            "Probabilities lie between 0 and 1."
+        )
+    return Grade(False, message, value)
+
+
+def _grade_integer(quiz: Quiz, value: float) -> Grade:
+    """Grade a parsed number against an "integer" quiz."""
+    if not value.is_integer():
+        return Grade(
+            False,
+            f"Not quite: the answer is a whole number, and {_format(value)} is not. Try again.",
+            value,
+        )
+    whole = int(value)
+    if whole == quiz.answer:
+        return Grade(True, _right(quiz), whole)
+    return Grade(False, f"Not quite: {whole} is not the answer. Try again.", whole)
+
+
+def _grade_choice(quiz: Quiz, response: str) -> Grade:
+    """Grade a response naming one of the choices, by its text or its letter ("b", "(b)", "b)")."""
+    said = " ".join(response.split()).casefold()
+    letter = said.strip("()").rstrip(".")
+    # The text of a choice wins over a letter, so that a choice that is itself "a" stays reachable.
+    matches = [c for c in quiz.choices if " ".join(c.split()).casefold() == said]
+    picked: str | None = matches[0] if matches else None
+    if picked is None and len(letter) == 1 and "a" <= letter < chr(ord("a") + len(quiz.choices)):
+        picked = quiz.choices[ord(letter) - ord("a")]
+    if picked is None:
+        labels = ", ".join(f"({chr(ord('a') + i)})" for i in range(len(quiz.choices)))
+        return Grade(
+            False,
+            f"could not match {response.strip()!r} to a choice: type one of {labels} "
+            "or the text of a choice",
+            None,
+        )
+    if picked == quiz.answer:
+        return Grade(True, _right(quiz), picked)
+    return Grade(False, f"Not quite: {picked!r} is not the answer. Try again.", picked)
+
+
+def _right(quiz: Quiz) -> str:
+    """The message for a correct answer: "Correct." and the explanation, if any."""
+    return f"Correct. {quiz.explanation}".strip()
+
+
+def grade(quiz: Quiz, response: str) -> Grade:
+    """Grade the learner's typed `response` to `quiz`; never raises on what the learner typed."""
+    if not isinstance(quiz, Quiz):
+        raise TypeError(f"quiz must be a Quiz, got {type(quiz).__name__}")
+    if not isinstance(response, str):
+        raise TypeError(f"response must be a string, got {type(response).__name__}")
+    if quiz.kind == "choice":
+        return _grade_choice(quiz, response)
+    try:
+        value = parse_number(response)
+    except ValueError as error:
+        return Grade(False, str(error), None)
+    if quiz.kind == "integer":
+        return _grade_integer(quiz, value)
+    return _grade_number(quiz, value)
+
+
+def check_answer_key(quiz: Quiz, computed_value: object) -> None:
+    """Raise AssertionError if `quiz.answer` disagrees with `computed_value` (within tolerance).
+
+    `computed_value` may be a Python number or string, or a one-element tensor or array (read
+    with `.item()`), so that a notebook can pass what it computed as it is.
+    """
+    if not isinstance(quiz, Quiz):
+        raise TypeError(f"quiz must be a Quiz, got {type(quiz).__name__}")
+    value = computed_value.item() if hasattr(computed_value, "item") else computed_value
+    if quiz.kind == "choice":
+        agree = value == quiz.answer
+    elif isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"computed_value must be a real number for a {quiz.kind!r} quiz, got {value!r}"
+        )
+    elif quiz.kind == "integer":
+        agree = float(value).is_integer() and int(value) == quiz.answer
+    else:
+        agree = _within(float(value), float(quiz.answer), quiz.tolerance)
+    if not agree:
+        within = f" within tolerance {quiz.tolerance}" if quiz.kind == "number" else ""
+        raise AssertionError(
+            f"the quiz key {quiz.answer!r} disagrees with the value the notebook computed, "
+            f"{value!r}{within}; question: {quiz.question!r}"
+        )

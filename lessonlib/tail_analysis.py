@@ -1,0 +1,245 @@
+"""The long tail of recorded next-token distributions: where each drawn token ranked, and when a
+draw from outside the top k is the one that broke a TinyTales story.
+
+Pure functions on the raw logits that `generate(..., record_logits=True)` keeps, shape
+(steps, V), read at temperature 1, and on the ids that were drawn. Rank 1 is the most likely
+token; tied logits share the best rank, so "rank <= k" is exactly what
+`lessonlib.sampling.filter_top_k` keeps. This module is not a sampler and runs no model; it
+only reads what generation recorded and asks the grammar (`lessonlib.tinytales`) for the truth.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lessonlib import tinytales
+from lessonlib.distributions import tail_mass
+from lessonlib.generation import Generation
+
+__all__ = [
+    "StoryBreak",
+    "TailSummary",
+    "find_tail_break",
+    "first_impossible_index",
+    "mark_token",
+    "story_breaks",
+    "summarize_tail",
+    "tail_mass_by_step",
+    "token_probs",
+    "token_ranks",
+]
+
+
+@dataclass(frozen=True)
+class TailSummary:
+    """How much probability lay outside the top k over the steps of one generation."""
+
+    k: int  # tokens kept by top-k
+    mean: float  # mean tail mass per step
+    max: float  # largest tail mass of any step
+    steps_above: int  # steps whose tail mass exceeds `threshold`
+    steps: int  # steps in all
+    threshold: float  # the tail mass that counts as "not negligible"
+
+
+@dataclass(frozen=True)
+class StoryBreak:
+    """The drawn token at the very character where a generated story left the TinyTales grammar."""
+
+    row: int  # which sample of the batch
+    step: int  # index of the token among the generated tokens (0 = first after the prompt)
+    token_id: int  # the drawn token
+    char: str  # the drawn character (tinytales.END if the draw ended the story)
+    rank: int  # its rank in the model's distribution at that step (1 = most likely)
+    prob: float  # the model's probability of it at temperature 1
+    prefix: str  # the story before it, prompt included
+    story: str  # the whole story, prompt included, without END
+
+
+def _check_logits(logits: object, name: str = "logits") -> Tensor:
+    """`logits` as a float tensor of shape (steps, V), or TypeError/ValueError naming it."""
+    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating torch.Tensor of shape (steps, V), got {logits!r}"
+        )
+    if logits.dim() != 2 or logits.shape[-1] == 0:
+        raise ValueError(f"{name} must have shape (steps, V), got shape {tuple(logits.shape)}")
+    return logits
+
+
+def _check_ks(ks: object) -> list[int]:
+    """`ks` as a non-empty list of ints >= 1, or TypeError/ValueError naming it."""
+    if isinstance(ks, str | bytes) or not isinstance(ks, Sequence) or len(ks) == 0:
+        raise TypeError(f"ks must be a non-empty sequence of ints >= 1, got {ks!r}")
+    for k in ks:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+            raise ValueError(f"ks must hold ints >= 1, got {k!r} in {ks!r}")
+    return [int(k) for k in ks]
+
+
+def _check_token_ids(token_ids: object, steps: int) -> Tensor:
+    """`token_ids` as a long tensor of shape (steps,), or TypeError/ValueError naming it."""
+    ids = torch.as_tensor(token_ids)
+    if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+        raise TypeError(f"token_ids must hold integers, got dtype {ids.dtype}")
+    if tuple(ids.shape) != (steps,):
+        raise ValueError(
+            f"token_ids must have shape ({steps},), one id per step of logits, "
+            f"got shape {tuple(ids.shape)}"
+        )
+    return ids.long()
+
+
+def tail_mass_by_step(logits: Tensor, *, ks: Sequence[int]) -> Tensor:
+    """Probability outside the top k at every step, for every k: (steps, V) -> (len(ks), steps)."""
+    logits = _check_logits(logits)
+    ks = _check_ks(ks)
+    # float64 so that tails of 1e-6 are not rounded away next to a top token near 1.
+    probs = torch.softmax(logits.to(torch.float64), dim=-1)
+    return torch.stack([tail_mass(probs, k) for k in ks])
+
+
+def summarize_tail(
+    logits: Tensor, *, ks: Sequence[int], threshold: float = 0.01
+) -> list[TailSummary]:
+    """Mean and max tail mass over the steps, and how many steps exceed `threshold`, per k."""
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
+        raise TypeError(f"threshold must be a number in [0, 1), got {threshold!r}")
+    if not 0 <= threshold < 1:
+        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
+    if _check_logits(logits).shape[0] == 0:
+        raise ValueError("logits must have at least one step to summarise, got 0 steps")
+    masses = tail_mass_by_step(logits, ks=ks)
+    return [
+        TailSummary(
+            k=k,
+            mean=float(row.mean()),
+            max=float(row.max()),
+            steps_above=int((row > threshold).sum()),
+            steps=int(row.numel()),
+            threshold=float(threshold),
+        )
+        for k, row in zip(_check_ks(ks), masses)
+    ]
+
+
+def token_ranks(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
+    """Rank of each step's drawn token, 1 = most likely; ties share the best rank: (steps,)."""
+    logits = _check_logits(logits)
+    ids = _check_token_ids(token_ids, logits.shape[0])
+    drawn = logits.gather(-1, ids[:, None])
+    # One plus the number of strictly larger logits: a token survives top-k iff its rank <= k.
+    return 1 + (logits > drawn).sum(dim=-1)
+
+
+def token_probs(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
+    """Probability (temperature 1, no filter) of each step's drawn token: (steps,) float64."""
+    logits = _check_logits(logits)
+    ids = _check_token_ids(token_ids, logits.shape[0])
+    probs = torch.softmax(logits.to(torch.float64), dim=-1)
+    return probs.gather(-1, ids[:, None])[:, 0]
+
+
+def _possible(prefix: str) -> bool:
+    """True iff some TinyTales story starts with `prefix`."""
+    try:
+        tinytales.next_char_distribution(prefix)
+    except ValueError:
+        return False
+    return True
+
+
+def first_impossible_index(text: str, *, ended: bool) -> int | None:
+    """Index of the first character of `text` that no TinyTales story has there, or None.
+
+    With `ended`, the text was closed by END, which counts as a character at index len(text):
+    a text that is a proper prefix of stories but not a whole story is impossible there.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if not isinstance(ended, bool):
+        raise TypeError(f"ended must be a bool, got {ended!r}")
+    # Being a possible prefix is inherited by every shorter prefix, so bisect on the length:
+    # `good` is always a possible length and `bad`, when below len(text) + 1, an impossible one.
+    good, bad = 0, len(text) + 1
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        if _possible(text[:middle]):
+            good = middle
+        else:
+            bad = middle
+    if good < len(text):
+        return good
+    if ended and tinytales.END not in tinytales.next_char_distribution(text):
+        return len(text)
+    return None
+
+
+def story_breaks(generation: Generation) -> list[StoryBreak | None]:
+    """Per row, the drawn token at which the story left the grammar, or None if it never did.
+
+    `generation` must come from `generate(..., record_logits=True)`. The break is the first
+    character (or END) that no TinyTales story has at that point; a row whose prompt is
+    already impossible has no drawn token to blame and gives None too.
+    """
+    if not isinstance(generation, Generation):
+        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
+    if generation.logits is None:
+        raise ValueError("generation has no logits; generate it with record_logits=True")
+    breaks: list[StoryBreak | None] = []
+    for row, (prompt, text, ids, ended) in enumerate(
+        zip(generation.prompts, generation.texts, generation.token_ids, generation.finished)
+    ):
+        story = prompt + text
+        index = first_impossible_index(story, ended=ended)
+        if index is None or index < len(prompt):
+            breaks.append(None)
+            continue
+        step = index - len(prompt)
+        # Later steps of the batch tensor belong to other rows still running; cut them off.
+        logits = generation.logits[row, : len(ids)]
+        breaks.append(
+            StoryBreak(
+                row=row,
+                step=step,
+                token_id=int(ids[step]),
+                char=story[index] if index < len(story) else tinytales.END,
+                rank=int(token_ranks(logits, ids)[step]),
+                prob=float(token_probs(logits, ids)[step]),
+                prefix=story[:index],
+                story=story,
+            )
+        )
+    return breaks
+
+
+def find_tail_break(generation: Generation, *, k: int) -> StoryBreak | None:
+    """The first row's break whose token was drawn from outside the top k (rank > k), or None."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    return next((b for b in story_breaks(generation) if b is not None and b.rank > k), None)
+
+
+def mark_token(text: str, index: int, *, width: int = 30) -> str:
+    """Up to `width` characters either side of text[index], that character in [brackets].
+
+    index == len(text) marks the end of the text as [END].
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= len(text):
+        raise ValueError(f"index must be an int in 0..{len(text)}, got {index!r}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
+        raise ValueError(f"width must be an int >= 0, got {width!r}")
+    before = text[max(0, index - width) : index]
+    if index == len(text):
+        return f"{'...' if index > width else ''}{before}[END]"
+    after = text[index + 1 : index + 1 + width]
+    head = "..." if index > width else ""
+    tail = "..." if index + 1 + width < len(text) else ""
+    return f"{head}{before}[{text[index]}]{after}{tail}"

@@ -1,0 +1,488 @@
+"""The temperature explorer: bars of P(next char) under temperature and top-k (ipywidgets + ipympl).
+
+A thin view over `lessonlib.widgets.temperature_state`: each control event becomes one state
+transition, then one redraw that updates the existing artists (bars are rebuilt only when the
+number of tokens changes, i.e. when the source switches between the bigram and the GPT).
+
+Show it as the last expression of a cell (`explorer`; the view implements `_repr_mimebundle_`)
+or embed `explorer.widget`, a VBox; the constructor never displays anything. The figure sits on
+an ipympl canvas built directly, not through pyplot, so it is interactive whatever backend the
+notebook chose, as long as the ipympl front end is installed (it is, with `make setup`).
+Every control is reachable without a mouse: dragging a bar top has a keyboard twin (the token
+dropdown and the probability slider). Tests drive the view headless by setting control values,
+calling `.click()` on buttons, calling `drag_bar(index, q)`, or feeding the canvas mouse events.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import ipywidgets as widgets
+import matplotlib
+from matplotlib.backend_bases import MouseButton, MouseEvent
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY
+from lessonlib.generation import LanguageModel
+from lessonlib.tokenizer import CharTokenizer
+from lessonlib.widgets.temperature_state import MAX_SAMPLES, TemperatureExplorerState
+
+__all__ = ["DEFAULT_PROMPT", "SOURCES", "TemperatureExplorer"]
+
+
+def _import_ipympl() -> tuple[type, type]:
+    """ipympl's Canvas and FigureManager, imported without changing matplotlib's backend."""
+    # Read the raw value: rcParams["backend"] would resolve (and fix) an automatic backend.
+    backend = dict.__getitem__(matplotlib.rcParams, "backend")
+    from ipympl.backend_nbagg import Canvas, FigureManager
+
+    if dict.__getitem__(matplotlib.rcParams, "backend") != backend:
+        # ipympl's package __init__ calls matplotlib.use() when matplotlib is already loaded;
+        # importing a library must not turn a notebook's inline plots into widgets, so undo it.
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.switch_backend(backend)
+        else:
+            dict.__setitem__(matplotlib.rcParams, "backend", backend)
+    return Canvas, FigureManager
+
+
+Canvas, FigureManager = _import_ipympl()
+
+SOURCES = {"census names bigram": "bigram", "TinyTales GPT": "gpt"}  # switch label -> key
+DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the next char starts a name
+TEMPERATURE_MIN, TEMPERATURE_MAX = 0.05, 5.0  # the slider's range; 0 is the greedy toggle
+DEFAULT_DRAWS = 100  # draws per press of the sample button
+
+BAR_COLOR = "#7aa6c2"
+ARGMAX_COLOR = "#1f4e79"
+TRUTH_COLOR = "#333333"
+SAMPLE_COLOR = "#e6553a"  # coral ticks, as in the source lesson
+
+_figure_numbers = itertools.count(1)
+
+
+def _reported(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a callback inside the view's Output widget, so that a traceback shows there."""
+
+    @functools.wraps(method)
+    def wrapper(self: TemperatureExplorer, *args: Any, **kwargs: Any) -> Any:
+        # In a kernel the Output widget shows and swallows the error; without one it propagates.
+        with self.output:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
+def _tick_label(label: str) -> str:
+    """A visible x tick label: the space character drawn as an open box."""
+    return "\u2423" if label == " " else label
+
+
+class TemperatureExplorer:
+    """Bars of a next-token distribution that the learner reshapes with temperature and top-k."""
+
+    def __init__(
+        self,
+        model: LanguageModel | None = None,
+        tokenizer: CharTokenizer | None = None,
+        *,
+        source: str = "bigram",
+        context_char: str = BOUNDARY,
+        prompt: str = DEFAULT_PROMPT,
+        seed: int = 0,
+    ) -> None:
+        if (model is None) != (tokenizer is None):
+            raise ValueError("model and tokenizer must be given together (or both left None)")
+        if source not in SOURCES.values():
+            raise ValueError(f"source must be one of {sorted(SOURCES.values())}, got {source!r}")
+        # The GPT is loaded on the first switch to it when not given, so that the bigram view
+        # works without the shipped checkpoint.
+        self.model = model
+        self.tokenizer = tokenizer
+        self.seed = seed
+        self._syncing = False  # True while the view itself sets control values
+        self._dragging: int | None = None  # index of the bar being dragged, if any
+
+        self.output = widgets.Output()
+        self.status = widgets.HTML()
+        self._build_controls(source, context_char, prompt)
+        self.state = self._load_state()
+
+        self.figure = Figure(figsize=(9, 3.6), layout="constrained")
+        self.canvas = Canvas(self.figure)
+        # The manager wires ipympl's front-end messages (mouse, resize) to the canvas. Its
+        # toolbar hands the canvas on to traitlets, which warns about it; the warning is ipympl's.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="traitlets")
+            self.manager = FigureManager(self.canvas, next(_figure_numbers))
+        self.canvas.header_visible = False
+        self.canvas.toolbar_visible = False  # no pan/zoom modes that would swallow the drags
+        self.canvas.resizable = False
+        self.axes = self.figure.add_subplot()
+        self._bars_for = -1  # vocabulary size the current artists were built for
+        self.canvas.mpl_connect("button_press_event", self._on_press)
+        self.canvas.mpl_connect("motion_notify_event", self._on_motion)
+        self.canvas.mpl_connect("button_release_event", self._on_release)
+
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.source, self.context_dropdown, self.prompt_box]),
+                self.canvas,
+                widgets.HBox(
+                    [
+                        self.argmax_label,
+                        self.p_argmax_label,
+                        self.temperature_label,
+                        self.top_k_label,
+                        self.samples_label,
+                        self.entropy_label,
+                    ],
+                    layout=widgets.Layout(justify_content="space-between"),
+                ),
+                widgets.HBox([self.temperature_slider, self.greedy_toggle]),
+                self.top_k_slider,
+                widgets.HBox([self.bar_dropdown, self.probability_slider]),
+                widgets.HBox([self.draws_box, self.sample_button, self.reset_button]),
+                self.status,
+                self.output,
+            ]
+        )
+        self._render()
+
+    # ----- building ------------------------------------------------------------------------
+
+    def _build_controls(self, source: str, context_char: str, prompt: str) -> None:
+        """Create every control and connect each to its one transition."""
+        self.source = widgets.ToggleButtons(
+            options=list(SOURCES.items()), value=source, description="source"
+        )
+        self.context_dropdown = widgets.Dropdown(
+            options=list(BIGRAM_SYMBOLS),
+            value=context_char,
+            description="after",
+            layout={"width": "150px"},
+        )
+        self.prompt_box = widgets.Text(
+            value=prompt,
+            description="prompt",
+            continuous_update=False,  # rebuild after Enter or leaving the box, not per keystroke
+            layout={"width": "520px"},
+        )
+        self.temperature_slider = widgets.FloatLogSlider(
+            value=1.0,
+            base=10,
+            min=math.log10(TEMPERATURE_MIN),
+            max=math.log10(TEMPERATURE_MAX),
+            step=0.01,
+            description="temperature",
+            readout_format=".2f",
+            layout={"width": "480px"},
+        )
+        self.greedy_toggle = widgets.ToggleButton(value=False, description="greedy (\u03c4 = 0)")
+        self.top_k_slider = widgets.IntSlider(
+            value=len(BIGRAM_SYMBOLS),
+            min=1,
+            max=len(BIGRAM_SYMBOLS),
+            description="top-k",
+            layout={"width": "480px"},
+        )
+        self.bar_dropdown = widgets.Dropdown(description="set P of", layout={"width": "160px"})
+        self.probability_slider = widgets.FloatSlider(
+            min=0.0,
+            max=1.0,
+            step=0.001,
+            readout_format=".3f",
+            continuous_update=False,
+            description="to",
+        )
+        self.draws_box = widgets.BoundedIntText(
+            value=DEFAULT_DRAWS,
+            min=1,
+            max=MAX_SAMPLES,
+            description="draws",
+            layout={"width": "180px"},
+        )
+        self.sample_button = widgets.Button(description="sample", icon="random")
+        self.reset_button = widgets.Button(description="reset", icon="undo")
+        self.argmax_label = widgets.Label()
+        self.p_argmax_label = widgets.Label()
+        self.temperature_label = widgets.Label()
+        self.top_k_label = widgets.Label()
+        self.samples_label = widgets.Label()
+        self.entropy_label = widgets.Label()
+
+        self.source.observe(self._on_source, names="value")
+        self.context_dropdown.observe(self._on_context, names="value")
+        self.prompt_box.observe(self._on_context, names="value")
+        self.temperature_slider.observe(self._on_temperature, names="value")
+        self.greedy_toggle.observe(self._on_greedy, names="value")
+        self.top_k_slider.observe(self._on_top_k, names="value")
+        self.bar_dropdown.observe(self._on_bar_choice, names="value")
+        self.probability_slider.observe(self._on_probability, names="value")
+        self.sample_button.on_click(self._on_sample)
+        self.reset_button.on_click(self._on_reset)
+
+    def _load_state(self) -> TemperatureExplorerState:
+        """A fresh state for the chosen source and context, at the current temperature."""
+        if self.source.value == "bigram":
+            state = TemperatureExplorerState.from_bigram(
+                self.context_dropdown.value, seed=self.seed
+            )
+        else:
+            if self.model is None:
+                from lessonlib.checkpoint import load_model
+
+                self.model, self.tokenizer = load_model()
+            state = TemperatureExplorerState.from_model(
+                self.model, self.tokenizer, self.prompt_box.value, seed=self.seed
+            )
+        return state.set_temperature(self._temperature())
+
+    def _temperature(self) -> float:
+        return 0.0 if self.greedy_toggle.value else float(self.temperature_slider.value)
+
+    def _build_artists(self) -> None:
+        """Draw the bars, truth outlines and sample ticks for the current vocabulary."""
+        ax = self.axes
+        ax.clear()
+        size = self.state.vocab_size
+        x = list(range(size))
+        self.bars = ax.bar(x, [0.0] * size, width=0.8, color=BAR_COLOR)
+        self.truth_bars = ax.bar(
+            x,
+            [0.0] * size,
+            width=0.8,
+            fill=False,
+            edgecolor=TRUTH_COLOR,
+            linewidth=1.2,
+            linestyle="--",
+        )
+        # A tick about as wide as a bar: 9 inches of figure spread over `size` bars, in points.
+        tick_width = max(4.0, min(16.0, 0.6 * 9 * 72 / size))
+        (self.sample_ticks,) = ax.plot(
+            x,
+            [0.0] * size,
+            linestyle="none",
+            marker="_",
+            markersize=tick_width,
+            markeredgewidth=2.5,
+            color=SAMPLE_COLOR,
+        )
+        ax.set_xticks(x, [_tick_label(label) for label in self.state.labels])
+        ax.set_xlim(-0.6, size - 0.4)
+        ax.set_ylabel("P(next char)  (drag bar tops)")
+        ax.legend(
+            handles=[
+                Patch(color=BAR_COLOR, label="P(next char)"),
+                Patch(color=ARGMAX_COLOR, label="argmax"),
+                Patch(fill=False, edgecolor=TRUTH_COLOR, linestyle="--", label="TinyTales truth"),
+                Line2D(
+                    [],
+                    [],
+                    color=SAMPLE_COLOR,
+                    marker="_",
+                    linestyle="none",
+                    markersize=12,
+                    markeredgewidth=2.5,
+                    label="empirical",
+                ),
+            ],
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),  # outside the axes, so it never hides a bar
+            fontsize="small",
+        )
+        self._bars_for = size
+
+    # ----- rendering -----------------------------------------------------------------------
+
+    def _render(self) -> None:
+        """Bring artists, readouts and controls in line with the state, then redraw once."""
+        state = self.state
+        if self._bars_for != state.vocab_size:
+            self._build_artists()
+        probs = state.probs.tolist()
+        frequencies = state.frequencies.tolist()
+        for i, (bar, p) in enumerate(zip(self.bars, probs, strict=True)):
+            bar.set_height(p)
+            bar.set_color(ARGMAX_COLOR if i == state.argmax else BAR_COLOR)
+        truth = state.truth.tolist() if state.truth is not None else [0.0] * state.vocab_size
+        for bar, t in zip(self.truth_bars, truth, strict=True):
+            bar.set_height(t)
+            bar.set_visible(state.truth is not None)
+        self.sample_ticks.set_ydata(frequencies)
+        self.sample_ticks.set_visible(state.num_samples > 0)
+        if self._dragging is None:
+            # Rescaling mid-drag would move the bar away from the pointer.
+            tallest = max(probs + truth + frequencies)
+            self.axes.set_ylim(0, min(1.05, max(0.2, math.ceil(tallest * 11) / 10)))
+        edited = "  (edited by hand)" if state.edited else ""
+        self.axes.set_title(state.title + edited, fontsize="medium", loc="left")
+
+        self.argmax_label.value = f"argmax: {state.argmax_label!r}"
+        self.p_argmax_label.value = f"P(argmax) = {state.p_argmax:.3f}"
+        self.temperature_label.value = (
+            "\u03c4 = 0 (greedy)" if state.temperature == 0 else f"\u03c4 = {state.temperature:.2f}"
+        )
+        self.top_k_label.value = "top-k: off" if state.top_k is None else f"top-k: {state.top_k}"
+        self.samples_label.value = f"samples: {state.num_samples}"
+        self.entropy_label.value = f"entropy: {state.entropy:.2f} nats"
+        self._sync_controls()
+        self.canvas.draw_idle()
+
+    def _sync_controls(self) -> None:
+        """Set the controls that mirror the state, without firing their transitions."""
+        state = self.state
+        self._syncing = True
+        try:
+            self.context_dropdown.layout.display = "" if self.source.value == "bigram" else "none"
+            self.prompt_box.layout.display = "" if self.source.value == "gpt" else "none"
+            if self.top_k_slider.max != state.vocab_size:
+                self.top_k_slider.max = state.vocab_size
+            self.top_k_slider.value = state.top_k or state.vocab_size
+            options = [(f"{i}: {label!r}", i) for i, label in enumerate(state.labels)]
+            if list(self.bar_dropdown.options) != options:
+                self.bar_dropdown.options = options
+                self.bar_dropdown.value = state.argmax
+            self.probability_slider.value = float(state.probs[self.bar_dropdown.value])
+            truth_note = ""
+            if self.source.value == "gpt" and state.truth is None:
+                truth_note = "No TinyTales truth: this prompt is not a possible story prefix."
+            self.status.value = truth_note
+        finally:
+            self._syncing = False
+
+    def _update(self, state: TemperatureExplorerState) -> None:
+        """Make `state` current and redraw."""
+        self.state = state
+        self._render()
+
+    # ----- public actions (also what the controls call) ------------------------------------
+
+    def drag_bar(self, index: int, q: float) -> None:
+        """Set bar `index` to probability `q` (clipped to [0, 1]), as a mouse drag does."""
+        q = min(1.0, max(0.0, float(q)))
+        self._update(self.state.set_probability(index, q))
+
+    # ----- control callbacks ---------------------------------------------------------------
+
+    @_reported
+    def _on_source(self, change: dict) -> None:
+        if self._syncing:
+            return
+        self._update(self._load_state())
+
+    @_reported
+    def _on_context(self, change: dict) -> None:
+        if self._syncing:
+            return
+        try:
+            state = self._load_state()
+        except ValueError as error:  # e.g. a character the tokenizer does not know
+            self.status.value = f"<b>Prompt not used:</b> {error}"
+            return
+        # A new context keeps the sampler settings; only the distribution changes.
+        self._update(state.set_top_k(self.state.top_k))
+
+    @_reported
+    def _on_temperature(self, change: dict) -> None:
+        if self._syncing:
+            return
+        # Moving the slider leaves greedy mode: the slider's value is the temperature again.
+        self._syncing = True
+        try:
+            self.greedy_toggle.value = False
+        finally:
+            self._syncing = False
+        self._update(self.state.set_temperature(float(change["new"])))
+
+    @_reported
+    def _on_greedy(self, change: dict) -> None:
+        if self._syncing:
+            return
+        self._update(self.state.set_temperature(self._temperature()))
+
+    @_reported
+    def _on_top_k(self, change: dict) -> None:
+        if self._syncing:
+            return
+        self._update(self.state.set_top_k(int(change["new"])))
+
+    @_reported
+    def _on_bar_choice(self, change: dict) -> None:
+        if self._syncing or change["new"] is None:
+            return
+        self._syncing = True
+        try:
+            self.probability_slider.value = float(self.state.probs[change["new"]])
+        finally:
+            self._syncing = False
+
+    @_reported
+    def _on_probability(self, change: dict) -> None:
+        if self._syncing:
+            return
+        self.drag_bar(self.bar_dropdown.value, float(change["new"]))
+
+    @_reported
+    def _on_sample(self, button: widgets.Button) -> None:
+        self._update(self.state.sample(int(self.draws_box.value)))
+
+    @_reported
+    def _on_reset(self, button: widgets.Button) -> None:
+        self._syncing = True
+        try:
+            self.temperature_slider.value = 1.0
+            self.greedy_toggle.value = False
+        finally:
+            self._syncing = False
+        self._update(self.state.reset())
+
+    # ----- mouse: drag a bar top -----------------------------------------------------------
+
+    def _bar_under(self, event: MouseEvent) -> int | None:
+        """Index of the bar column under a mouse event inside the axes, else None."""
+        if event.inaxes is not self.axes or event.xdata is None:
+            return None
+        index = round(event.xdata)
+        return index if 0 <= index < self.state.vocab_size else None
+
+    def _height_at(self, event: MouseEvent) -> float:
+        """The probability at the pointer's height, even when it has left the axes."""
+        _, y = self.axes.transData.inverted().transform((event.x, event.y))
+        return float(y)
+
+    @_reported
+    def _on_press(self, event: MouseEvent) -> None:
+        if event.button != MouseButton.LEFT:
+            return
+        index = self._bar_under(event)
+        if index is None:
+            return
+        self._dragging = index
+        self.drag_bar(index, self._height_at(event))
+
+    @_reported
+    def _on_motion(self, event: MouseEvent) -> None:
+        if self._dragging is not None:
+            self.drag_bar(self._dragging, self._height_at(event))
+
+    @_reported
+    def _on_release(self, event: MouseEvent) -> None:
+        if self._dragging is not None:
+            self._dragging = None
+            self._render()  # now the y axis may rescale to the new bars
+
+    # ----- display -------------------------------------------------------------------------
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        """Jupyter shows the explorer's widget when the explorer ends a cell."""
+        return self.widget._repr_mimebundle_(**kwargs)

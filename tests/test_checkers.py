@@ -1,0 +1,404 @@
+"""Tests for lessonlib.checkers: each checker passes correct code and catches each bug it targets.
+
+The buggy functions below are the "natural first attempts" a learner writes; each must fail
+with a message that shows the failing input, and correct implementations (the library's and
+independent ones written here) must pass every case.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import Tensor
+
+from lessonlib.checkers import (
+    Case,
+    CheckResult,
+    check_against_reference,
+    check_temperature,
+    check_top_k,
+    check_top_p,
+    compare_kept_prefix,
+    compare_logits,
+    temperature_cases,
+    top_k_cases,
+    top_p_cases,
+)
+from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
+
+NEG_INF = float("-inf")
+
+
+# ----- independent correct implementations ---------------------------------------------------
+
+
+def temperature_by_reciprocal(logits: Tensor, temperature: float) -> Tensor:
+    """Multiplying by 1 / t rounds differently from dividing; still right."""
+    return logits * (1.0 / temperature)
+
+
+def top_k_by_sorting(logits: Tensor, k: int) -> Tensor:
+    """Sort each row and compare with its k-th value, kept as a column."""
+    kth = logits.sort(dim=-1, descending=True).values[..., k - 1 : k]
+    return torch.where(logits >= kth, logits, torch.full_like(logits, NEG_INF))
+
+
+def top_k_row_by_row(logits: Tensor, k: int) -> Tensor:
+    """Plain Python over rows and tokens."""
+    rows = logits.reshape(-1, logits.shape[-1]).tolist()
+    out = []
+    for row in rows:
+        kth = sorted(row, reverse=True)[min(k, len(row)) - 1]
+        out.append([x if x >= kth else NEG_INF for x in row])
+    return torch.tensor(out, dtype=logits.dtype).reshape(logits.shape)
+
+
+def top_p_float32_unstable(logits: Tensor, p: float) -> Tensor:
+    """float32 arithmetic and an unstable sort: ties at the cut may come out in any order."""
+    sorted_logits, sorted_idx = torch.sort(logits.float(), dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    keep_sorted = probs.cumsum(dim=-1) - probs < p
+    keep = keep_sorted.scatter(-1, sorted_idx, keep_sorted)
+    return logits.masked_fill(~keep, NEG_INF)
+
+
+def top_p_reversed_ties(logits: Tensor, p: float) -> Tensor:
+    """Break ties towards the *last* index (the opposite of the library), in plain Python."""
+    out = []
+    for row in logits.reshape(-1, logits.shape[-1]).to(torch.float64):
+        probs = torch.softmax(row, dim=-1).tolist()
+        order = sorted(range(len(probs)), key=lambda i: (-probs[i], -i))
+        kept, mass = set(), 0.0
+        for i in order:
+            if mass >= p:
+                break
+            kept.add(i)
+            mass += probs[i]
+        out.append([x if i in kept else NEG_INF for i, x in enumerate(row.tolist())])
+    return torch.tensor(out, dtype=logits.dtype).reshape(logits.shape)
+
+
+# ----- buggy first attempts --------------------------------------------------------------------
+
+
+def temperature_multiplied(logits: Tensor, temperature: float) -> Tensor:
+    return logits * temperature
+
+
+def temperature_softmaxed(logits: Tensor, temperature: float) -> Tensor:
+    return torch.softmax(logits / temperature, dim=-1)
+
+
+def temperature_in_place(logits: Tensor, temperature: float) -> Tensor:
+    logits /= temperature
+    return logits
+
+
+def temperature_crashes(logits: Tensor, temperature: float) -> Tensor:
+    raise ZeroDivisionError("learner code failed")
+
+
+def top_k_kth_without_keepdim(logits: Tensor, k: int) -> Tensor:
+    """The seed lesson's bug: the k-th value loses its last dimension."""
+    kth = torch.topk(logits, k).values[..., -1]
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def top_k_keeps_k_minus_one(logits: Tensor, k: int) -> Tensor:
+    kth = torch.topk(logits, k).values[..., -1:]
+    return logits.masked_fill(logits <= kth, NEG_INF)
+
+
+def top_k_off_by_one_index(logits: Tensor, k: int) -> Tensor:
+    kth = torch.sort(logits, descending=True).values[..., k : k + 1]
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def top_k_by_indices_drops_ties(logits: Tensor, k: int) -> Tensor:
+    keep = torch.zeros_like(logits, dtype=torch.bool).scatter(
+        -1, torch.topk(logits, k).indices, True
+    )
+    return logits.masked_fill(~keep, NEG_INF)
+
+
+def top_k_in_place(logits: Tensor, k: int) -> Tensor:
+    kth = torch.topk(logits, k).values[..., -1:]
+    logits[logits < kth] = NEG_INF
+    return logits
+
+
+def top_p_mask_in_sorted_order(logits: Tensor, p: float) -> Tensor:
+    """Right mask, wrong order: applied to the logits in vocabulary order without scattering."""
+    sorted_logits, _ = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    remove = probs.cumsum(dim=-1) - probs >= p
+    return logits.masked_fill(remove, NEG_INF)
+
+
+def top_p_seed_indices(logits: Tensor, p: float) -> Tensor:
+    """The seed lesson's snippet: masked_fill given sorted indices instead of a boolean mask."""
+    sorted_logits, sorted_idx = torch.sort(logits, descending=True)
+    mask = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1) > p
+    mask[..., 1:] = mask[..., :-1].clone()
+    mask[..., 0] = False
+    return logits.masked_fill(sorted_idx[mask], NEG_INF)
+
+
+def top_p_returns_sorted(logits: Tensor, p: float) -> Tensor:
+    sorted_logits, _ = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    return sorted_logits.masked_fill(probs.cumsum(dim=-1) - probs >= p, NEG_INF)
+
+
+def top_p_without_shift(logits: Tensor, p: float) -> Tensor:
+    """Removes token j when the mass *including* it exceeds p: can remove the top token."""
+    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+    remove = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1) > p
+    return logits.masked_fill(remove.scatter(-1, sorted_idx, remove), NEG_INF)
+
+
+def top_p_keeps_boundary(logits: Tensor, p: float) -> Tensor:
+    """Keeps token j when the mass before it is <= p (the seed's code, not its formula)."""
+    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    keep = probs.cumsum(dim=-1) - probs <= p
+    return logits.masked_fill(~keep.scatter(-1, sorted_idx, keep), NEG_INF)
+
+
+def top_p_flat_indices(logits: Tensor, p: float) -> Tensor:
+    """Right for one row; for a batch the flat index list lands in the wrong rows."""
+    out = logits.clone()
+    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+    probs = torch.softmax(sorted_logits, dim=-1)
+    out[sorted_idx[probs.cumsum(dim=-1) - probs >= p]] = NEG_INF
+    return out
+
+
+def top_p_in_place(logits: Tensor, p: float) -> Tensor:
+    kept = filter_top_p(logits, p)
+    logits.copy_(kept)
+    return logits
+
+
+# ----- correct code passes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fn", [apply_temperature, temperature_by_reciprocal])
+def test_temperature_checker_passes_correct_code(fn) -> None:
+    result = check_temperature(fn)
+    assert result.passed
+    assert result.first_failure is None
+    assert result.cases_run == len(temperature_cases())
+    assert str(result) == f"All {result.cases_run} cases pass (temperature)."
+
+
+@pytest.mark.parametrize("fn", [filter_top_k, top_k_by_sorting, top_k_row_by_row])
+def test_top_k_checker_passes_correct_code(fn) -> None:
+    result = check_top_k(fn)
+    assert result.passed, str(result)
+    assert result.cases_run == len(top_k_cases())
+
+
+@pytest.mark.parametrize("fn", [filter_top_p, top_p_float32_unstable, top_p_reversed_ties])
+def test_top_p_checker_passes_correct_code(fn) -> None:
+    result = check_top_p(fn)
+    assert result.passed, str(result)
+    assert result.cases_run == len(top_p_cases())
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_checkers_pass_the_library_on_other_seeds(seed: int) -> None:
+    assert check_temperature(apply_temperature, seed=seed).passed
+    assert check_top_k(filter_top_k, seed=seed).passed
+    assert check_top_p(top_p_float32_unstable, seed=seed).passed
+
+
+# ----- each bug is caught, and the message shows the input ------------------------------------
+
+
+def assert_fails_on(result: CheckResult, *words: str) -> None:
+    """The check failed and its message shows the input, expected/got and each of `words`."""
+    assert not result.passed
+    assert result.first_failure is not None
+    assert str(result) == result.first_failure
+    assert "logits   = [" in result.first_failure
+    assert "expected = [" in result.first_failure
+    assert "Problem:" in result.first_failure
+    for word in words:
+        assert word in result.first_failure, result.first_failure
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (temperature_multiplied, ("multiplied by the temperature",)),
+        (temperature_softmaxed, ("not probabilities",)),
+        (temperature_in_place, ("in place",)),
+        (temperature_crashes, ("raised ZeroDivisionError: learner code failed",)),
+    ],
+)
+def test_temperature_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
+    assert_fails_on(check_temperature(fn), "temperature = ", *words)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (top_k_kth_without_keepdim, ("a batch of 3 rows", "keepdim=True")),
+        (top_k_keeps_k_minus_one, ("case 1 of", "k        = 2", "k - 1 tokens")),
+        (top_k_off_by_one_index, ("case 1 of", "tokens [0, 3]")),
+        (top_k_by_indices_drops_ties, ("ties at the k-th value", "tied with the k-th")),
+        (top_k_in_place, ("in place",)),
+    ],
+)
+def test_top_k_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
+    assert_fails_on(check_top_k(fn), *words)
+
+
+def test_top_k_missing_keepdim_is_caught_even_when_it_broadcasts_silently() -> None:
+    # With as many rows as tokens, (B, V) < (B,) broadcasts without an error: wrong rows, no crash.
+    square = [case for case in top_k_cases() if case.logits.shape == (4, 4)]
+    assert square
+    logits = square[0].logits
+    assert not torch.equal(top_k_kth_without_keepdim(logits, 2), filter_top_k(logits, 2))
+    result = check_against_reference(
+        top_k_kth_without_keepdim, filter_top_k, square, name="top-k", param_name="k"
+    )
+    assert_fails_on(result, "4 rows of 4 tokens", "got      = [[", "right for each row on its own")
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (top_p_mask_in_sorted_order, ("case 1 of", "in sorted order", "scatter")),
+        (top_p_seed_indices, ("raised RuntimeError", "boolean mask", "scatter")),
+        (top_p_returns_sorted, ("in sorted order",)),
+        (top_p_without_shift, ("case 1 of", "got them at tokens [1]")),
+        (top_p_keeps_boundary, ("exactly p = 0.75", "p        = 0.75", "strictly")),
+        (top_p_flat_indices, ("a batch of 3 rows", "right for each row on its own")),
+        (top_p_in_place, ("in place",)),
+    ],
+)
+def test_top_p_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
+    assert_fails_on(check_top_p(fn), "probs    = [", *words)
+
+
+def test_top_p_missing_top_token_is_named_when_p_is_below_the_top_probability() -> None:
+    # Right everywhere except where p is below the top probability, where the unshifted
+    # "cumulative > p" removes every token.
+    def loses_top_token(logits: Tensor, p: float) -> Tensor:
+        return top_p_without_shift(logits, p) if p == 0.3 else filter_top_p(logits, p)
+
+    result = check_top_p(loses_top_token)
+    assert_fails_on(
+        result,
+        "p below the top token's probability",
+        "got      = [-inf, -inf, -inf, -inf]",
+        "top token must always survive",
+    )
+
+
+def test_top_p_boundary_cases_are_exact() -> None:
+    # The boundary cases only test "<" against "<=" if the masses hit p exactly, in float64
+    # (the library) and in float32 (a learner's softmax): (0.5, 0.25, ...) sums exactly.
+    for case in top_p_cases():
+        if "exact" not in case.note and "exactly" not in case.note:
+            continue
+        for dtype in (torch.float64, torch.float32):
+            rows = case.logits.to(dtype).reshape(-1, case.logits.shape[-1])
+            probs = torch.softmax(rows.sort(dim=-1, descending=True).values, dim=-1)
+            before = probs.cumsum(dim=-1) - probs
+            assert bool((before == case.param).any(dim=-1).all()), (case.note, dtype)
+    assert filter_top_p(top_p_cases()[1].logits, 0.75).isfinite().sum() == 2
+    assert top_p_keeps_boundary(top_p_cases()[1].logits, 0.75).isfinite().sum() == 3
+
+
+def test_boundary_bug_is_caught_in_float32_too() -> None:
+    cases = [Case(c.logits.float(), c.param, c.note) for c in top_p_cases() if "exact" in c.note]
+    result = check_against_reference(
+        top_p_keeps_boundary, filter_top_p, cases, name="top-p", compare=compare_kept_prefix
+    )
+    assert not result.passed
+
+
+# ----- the engine ------------------------------------------------------------------------------
+
+
+def test_engine_reports_an_exception_instead_of_raising() -> None:
+    def broken(logits: Tensor, k: int) -> Tensor:
+        raise ValueError("oops in learner code")
+
+    result = check_top_k(broken)
+    assert not result.passed
+    assert result.cases_run == 1
+    assert "raised ValueError: oops in learner code" in str(result)
+
+
+def test_engine_reports_a_non_tensor_result() -> None:
+    result = check_top_k(lambda logits, k: logits.tolist())
+    assert_fails_on(result, "returned a list, expected a torch.Tensor")
+
+
+def test_engine_reports_shape_and_nan() -> None:
+    assert_fails_on(check_temperature(lambda x, t: (x / t)[..., :-1]), "expected shape (3,)")
+    assert_fails_on(check_temperature(lambda x, t: x * float("nan")), "got NaN at token 0")
+
+
+def test_engine_stops_at_the_first_failure_and_counts_cases() -> None:
+    cases = [Case(torch.tensor([1.0, 2.0]), 1.0), Case(torch.tensor([1.0, 2.0]), 2.0, "second")]
+    result = check_against_reference(
+        lambda x, t: x, apply_temperature, cases, name="identity", param_name="temperature"
+    )
+    assert not result.passed
+    assert result.cases_run == 2
+    assert result.first_failure.startswith("identity: case 2 of 2 fails (second).")
+    assert "token 0: expected 0.5, got 1.0" in result.first_failure
+
+
+def test_engine_gives_the_learner_a_copy() -> None:
+    original = torch.tensor([1.0, 2.0])
+    cases = [Case(original, 2.0)]
+    check_against_reference(temperature_in_place, apply_temperature, cases, name="t")
+    assert torch.equal(original, torch.tensor([1.0, 2.0]))
+
+
+def test_engine_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="learner_fn must be a function"):
+        check_against_reference(3, apply_temperature, temperature_cases(), name="t")
+    with pytest.raises(ValueError, match="cases must hold at least one Case"):
+        check_against_reference(apply_temperature, apply_temperature, [], name="t")
+
+
+def test_result_repr_is_the_plain_words() -> None:
+    result = check_top_k(top_k_keeps_k_minus_one)
+    assert repr(result) == str(result)
+    assert repr(check_top_k(filter_top_k)).startswith("All ")
+
+
+def test_compare_logits_and_kept_prefix_on_ties() -> None:
+    logits = torch.tensor([1.0, 1.0, 0.0])
+    keep_first = torch.tensor([1.0, NEG_INF, NEG_INF])
+    keep_second = torch.tensor([NEG_INF, 1.0, NEG_INF])
+    assert compare_logits(logits, keep_first, keep_second) is not None
+    assert compare_kept_prefix(logits, keep_first, keep_second) is None
+    # Keeping the smaller logit instead of the tied larger one is still wrong.
+    assert compare_kept_prefix(logits, keep_first, torch.tensor([NEG_INF, NEG_INF, 0.0]))
+    # A kept token must keep its own logit.
+    assert "unchanged" in compare_kept_prefix(
+        logits, keep_first, torch.tensor([2.0, NEG_INF, NEG_INF])
+    )
+
+
+def test_cases_are_deterministic_and_cover_shapes() -> None:
+    for make in (temperature_cases, top_k_cases, top_p_cases):
+        first, again = make(seed=5), make(seed=5)
+        assert all(
+            torch.equal(a.logits, b.logits) and a.param == b.param for a, b in zip(first, again)
+        )
+        shapes = {case.logits.dim() for case in first}
+        assert shapes == {1, 2}
+        assert any(torch.isneginf(case.logits).any() for case in first)
+        # Every row keeps a finite logit, as the sampler requires.
+        for case in first:
+            rows = case.logits.reshape(-1, case.logits.shape[-1])
+            assert bool(torch.isfinite(rows).any(dim=-1).all())
