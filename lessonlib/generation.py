@@ -94,7 +94,8 @@ def next_token_logits(
 def prompt_logits(model: LanguageModel, prompt: str, *, tokenizer: CharTokenizer) -> Tensor:
     """Logits (V,) of the token after `prompt` (the context starts with the boundary token)."""
     context = torch.tensor([[tokenizer.boundary_id, *tokenizer.encode(prompt)]])
-    return next_token_logits(model, context)[0]
+    with torch_threads(GENERATION_THREADS):
+        return next_token_logits(model, context)[0]
 
 
 @torch.inference_mode()

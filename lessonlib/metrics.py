@@ -78,8 +78,6 @@ def distinct_n(texts: list[str], *, n: int = 2) -> float:
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an int >= 1, got {n!r}")
     grams = [
-        tuple(words[i : i + n])
-        for words in map(_words, texts)
-        for i in range(len(words) - n + 1)
+        tuple(words[i : i + n]) for words in map(_words, texts) for i in range(len(words) - n + 1)
     ]
     return len(set(grams)) / len(grams) if grams else 0.0

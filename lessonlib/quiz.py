@@ -9,7 +9,7 @@ What `grade` accepts for numbers (surrounding spaces are ignored everywhere):
 - decimals with a point: "0.67", ".67", "+0.67", "-2", "1e-3", "4.";
 - a percentage: "67%" or "67 %" means 0.67;
 - a fraction of two numbers: "2/3", "1 / 8";
-- for an "integer" quiz, any of these whose value is whole: "4", "4.0", "8/2".
+- for an "integer" quiz, any of these whose value is whole: "4", "4.0", "8/2" (not "400%").
 A decimal comma ("0,67") is rejected with a message asking for a point: "1,000" would be
 ambiguous (one thousand or one), and a quiz should never guess. Infinity and NaN are rejected.
 
@@ -102,7 +102,7 @@ class Grade:
 
 
 def parse_number(text: str) -> float:
-    """The number written in `text` (decimal, "67%" or "2/3"); ValueError saying why if unreadable."""
+    """The number written in `text` ("0.67", "67%" or "2/3"); ValueError saying why if not."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a string, got {type(text).__name__}")
     body = text.strip()
@@ -213,6 +213,9 @@ def grade(quiz: Quiz, response: str) -> Grade:
     except ValueError as error:
         return Grade(False, str(error), None)
     if quiz.kind == "integer":
+        if response.strip().endswith("%"):
+            # "400%" is 4.0 as a number, but a count is never a percentage.
+            return Grade(False, "Not quite: the answer is a whole number, not a percentage.", value)
         return _grade_integer(quiz, value)
     return _grade_number(quiz, value)
 

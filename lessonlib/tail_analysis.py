@@ -63,10 +63,12 @@ class StoryBreak:
 
 def _check_logits(logits: object, name: str = "logits") -> Tensor:
     """`logits` as a float tensor of shape (steps, V), or TypeError/ValueError naming it."""
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+    if not isinstance(logits, Tensor):
         raise TypeError(
-            f"{name} must be a floating torch.Tensor of shape (steps, V), got {logits!r}"
+            f"{name} must be a torch.Tensor of shape (steps, V), got {type(logits).__name__}"
         )
+    if not logits.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {logits.dtype}")
     if logits.dim() != 2 or logits.shape[-1] == 0:
         raise ValueError(f"{name} must have shape (steps, V), got shape {tuple(logits.shape)}")
     return logits
@@ -82,7 +84,7 @@ def _check_ks(ks: object) -> list[int]:
     return [int(k) for k in ks]
 
 
-def _check_token_ids(token_ids: object, steps: int) -> Tensor:
+def _check_token_ids(token_ids: object, steps: int, vocab_size: int) -> Tensor:
     """`token_ids` as a long tensor of shape (steps,), or TypeError/ValueError naming it."""
     ids = torch.as_tensor(token_ids)
     if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
@@ -92,6 +94,9 @@ def _check_token_ids(token_ids: object, steps: int) -> Tensor:
             f"token_ids must have shape ({steps},), one id per step of logits, "
             f"got shape {tuple(ids.shape)}"
         )
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        bad = int(ids[(ids < 0) | (ids >= vocab_size)][0])
+        raise ValueError(f"token_ids must be in 0..{vocab_size - 1}, got {bad}")
     return ids.long()
 
 
@@ -131,7 +136,7 @@ def summarize_tail(
 def token_ranks(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
     """Rank of each step's drawn token, 1 = most likely; ties share the best rank: (steps,)."""
     logits = _check_logits(logits)
-    ids = _check_token_ids(token_ids, logits.shape[0])
+    ids = _check_token_ids(token_ids, logits.shape[0], logits.shape[1])
     drawn = logits.gather(-1, ids[:, None])
     # One plus the number of strictly larger logits: a token survives top-k iff its rank <= k.
     return 1 + (logits > drawn).sum(dim=-1)
@@ -140,18 +145,9 @@ def token_ranks(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
 def token_probs(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
     """Probability (temperature 1, no filter) of each step's drawn token: (steps,) float64."""
     logits = _check_logits(logits)
-    ids = _check_token_ids(token_ids, logits.shape[0])
+    ids = _check_token_ids(token_ids, logits.shape[0], logits.shape[1])
     probs = torch.softmax(logits.to(torch.float64), dim=-1)
     return probs.gather(-1, ids[:, None])[:, 0]
-
-
-def _possible(prefix: str) -> bool:
-    """True iff some TinyTales story starts with `prefix`."""
-    try:
-        tinytales.next_char_distribution(prefix)
-    except ValueError:
-        return False
-    return True
 
 
 def first_impossible_index(text: str, *, ended: bool) -> int | None:
@@ -164,15 +160,7 @@ def first_impossible_index(text: str, *, ended: bool) -> int | None:
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     if not isinstance(ended, bool):
         raise TypeError(f"ended must be a bool, got {ended!r}")
-    # Being a possible prefix is inherited by every shorter prefix, so bisect on the length:
-    # `good` is always a possible length and `bad`, when below len(text) + 1, an impossible one.
-    good, bad = 0, len(text) + 1
-    while bad - good > 1:
-        middle = (good + bad) // 2
-        if _possible(text[:middle]):
-            good = middle
-        else:
-            bad = middle
+    good = tinytales.longest_possible_prefix(text)
     if good < len(text):
         return good
     if ended and tinytales.END not in tinytales.next_char_distribution(text):

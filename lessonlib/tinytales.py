@@ -469,6 +469,20 @@ def _frontier_after(prefix: str, *, name: str = "prefix") -> _Frontier:
     return frontier
 
 
+def longest_possible_prefix(text: str) -> int:
+    """Length of the longest prefix of `text` that some TinyTales story starts with."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    frontier = _Frontier()
+    for position, char in enumerate(text):
+        if char == END:
+            return position  # END never occurs inside a story
+        frontier.feed(char)
+        if not frontier.paths:
+            return position
+    return len(text)
+
+
 def next_char_distribution(prefix: str) -> dict[str, float]:
     """Exact distribution of the character after the story prefix `prefix` (END: it ends there)."""
     return _frontier_after(prefix).distribution()

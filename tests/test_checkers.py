@@ -11,10 +11,13 @@ import pytest
 import torch
 from torch import Tensor
 
+from lessonlib import tinytales
 from lessonlib.checkers import (
+    GREEDY_PROMPTS,
     Case,
     CheckResult,
     check_against_reference,
+    check_greedy_decoder,
     check_temperature,
     check_top_k,
     check_top_p,
@@ -24,7 +27,10 @@ from lessonlib.checkers import (
     top_k_cases,
     top_p_cases,
 )
+from lessonlib.model import GPT, GPTConfig
 from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
+from lessonlib.tinytales import ALPHABET
+from lessonlib.tokenizer import CharTokenizer
 
 NEG_INF = float("-inf")
 
@@ -402,3 +408,126 @@ def test_cases_are_deterministic_and_cover_shapes() -> None:
         for case in first:
             rows = case.logits.reshape(-1, case.logits.shape[-1])
             assert bool(torch.isfinite(rows).any(dim=-1).all())
+
+
+# ----- the greedy decoder checker --------------------------------------------------------------
+
+
+class CountingModel:
+    """A fake language model: after token id i it is sure the next id is i + 1 (mod V)."""
+
+    vocab_size = 11
+    block_size = 64
+
+    def __call__(self, token_ids: Tensor, kv_cache=None) -> Tensor:
+        following = (token_ids + 1) % self.vocab_size
+        return torch.nn.functional.one_hot(following, self.vocab_size).float() * 5.0
+
+    def new_kv_cache(self, batch_size: int):
+        return None
+
+
+# "\n" (id 0) is the boundary: from any prompt the model counts up to "." and then ends.
+COUNTING_TOKENIZER = CharTokenizer("\nabcdefgh .", boundary="\n")
+COUNTING_PROMPTS = ("", "ab", "fg h")
+
+
+def greedy_loop(model, prompt, *, tokenizer, max_new_tokens):
+    """A correct learner loop: argmax of the last position, stop at the boundary."""
+    ids = [tokenizer.boundary_id, *tokenizer.encode(prompt)]
+    new = []
+    for _ in range(max_new_tokens):
+        next_id = int(model(torch.tensor([ids]))[0, -1].argmax())
+        if next_id == tokenizer.boundary_id:
+            break
+        ids.append(next_id)
+        new.append(next_id)
+    return tokenizer.decode(new)
+
+
+def greedy_loop_never_stops(model, prompt, *, tokenizer, max_new_tokens):
+    ids = [tokenizer.boundary_id, *tokenizer.encode(prompt)]
+    for _ in range(max_new_tokens):
+        ids.append(int(model(torch.tensor([ids]))[0, -1].argmax()))
+    return tokenizer.decode(ids[1 + len(prompt) :])
+
+
+def greedy_loop_returns_prompt_too(model, prompt, *, tokenizer, max_new_tokens):
+    return prompt + greedy_loop(model, prompt, tokenizer=tokenizer, max_new_tokens=max_new_tokens)
+
+
+def greedy_loop_first_position(model, prompt, *, tokenizer, max_new_tokens):
+    ids = [tokenizer.boundary_id, *tokenizer.encode(prompt)]
+    for _ in range(max_new_tokens):
+        next_id = int(model(torch.tensor([ids]))[0, 0].argmax())  # the first position, not -1
+        if next_id == tokenizer.boundary_id:
+            break
+        ids.append(next_id)
+    return tokenizer.decode(ids[1 + len(prompt) :])
+
+
+def greedy_loop_without_start_marker(model, prompt, *, tokenizer, max_new_tokens):
+    ids = tokenizer.encode(prompt)  # an empty prompt leaves nothing to read
+    for _ in range(max_new_tokens):
+        next_id = int(model(torch.tensor([ids]))[0, -1].argmax())
+        if next_id == tokenizer.boundary_id:
+            break
+        ids.append(next_id)
+    return tokenizer.decode(ids[len(prompt) :])
+
+
+def check_counting(fn, **kwargs) -> CheckResult:
+    return check_greedy_decoder(
+        fn, model=CountingModel(), tokenizer=COUNTING_TOKENIZER, prompts=COUNTING_PROMPTS, **kwargs
+    )
+
+
+def test_greedy_checker_passes_a_correct_loop() -> None:
+    result = check_counting(greedy_loop, max_new_tokens=20)
+    assert result.passed, str(result)
+    assert str(result) == "All 3 cases pass (greedy decoder)."
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (greedy_loop_never_stops, ("prompt 1 of 3", "expected the end of the text, got '\\n'",
+                                   "stop when the model picks the boundary token")),
+        (greedy_loop_returns_prompt_too, ("prompt 2 of 3", "prompt   = 'ab'", "the prompt")),
+        (greedy_loop_first_position, ("expected 'b', got 'a'", "last position")),
+        (greedy_loop_without_start_marker, ("prompt 1 of 3", "raised", "boundary token")),
+    ],
+)  # fmt: skip
+def test_greedy_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
+    result = check_counting(fn, max_new_tokens=20)
+    assert not result.passed
+    assert "expected = " in result.first_failure
+    for word in words:
+        assert word in result.first_failure, result.first_failure
+
+
+def test_greedy_checker_reports_a_wrong_return_type_and_early_stop() -> None:
+    assert "returned a list" in str(check_counting(lambda m, p, **kw: [1, 2]))
+    stops_early = check_counting(lambda m, p, **kw: greedy_loop(m, p, **kw)[:2], max_new_tokens=20)
+    assert "you stopped early" in str(stops_early)
+
+
+def test_greedy_checker_passes_the_library_on_the_shipped_prompts() -> None:
+    # The default prompts are TinyTales text; a tiny random GPT over that alphabet stands in
+    # for the shipped model, so the test is fast and checks that every prompt encodes.
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=len(ALPHABET), block_size=512, n_layer=1, n_head=1, n_embd=8))
+    tokenizer = CharTokenizer(ALPHABET, boundary="\n")
+    result = check_greedy_decoder(greedy_loop, model=model.eval(), tokenizer=tokenizer)
+    assert result.passed, str(result)
+    assert result.cases_run == len(GREEDY_PROMPTS)
+    assert tinytales.next_char_distribution(GREEDY_PROMPTS[-1])  # a possible story prefix
+
+
+def test_greedy_checker_rejects_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="fn must be a function"):
+        check_counting("not a function")
+    with pytest.raises(ValueError, match="prompts must hold at least one prompt"):
+        check_greedy_decoder(
+            greedy_loop, model=CountingModel(), tokenizer=COUNTING_TOKENIZER, prompts=()
+        )

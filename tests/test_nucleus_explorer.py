@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -335,6 +337,20 @@ def test_reset_button_restores_source_and_p():
     explorer.reset_button.click()
     assert (explorer.source.value, explorer.p_slider.value) == ("quiz", 0.9)
     assert explorer.size_label.value == "nucleus size 4"
+
+
+def test_importing_the_view_leaves_the_matplotlib_backend_alone():
+    # In a fresh interpreter: ipympl switches the backend when first imported, unless undone.
+    script = (
+        "import matplotlib; matplotlib.use('agg'); "
+        "import lessonlib.widgets.nucleus; "
+        "print(matplotlib.get_backend())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "agg"
 
 
 def test_model_and_tokenizer_come_together():

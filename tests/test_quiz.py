@@ -118,7 +118,12 @@ def test_integer_quiz_accepts_whole_forms(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "words"),
-    [("5", "5 is not the answer"), ("3", "3 is not the answer"), ("4.5", "whole number")],
+    [
+        ("5", "5 is not the answer"),
+        ("3", "3 is not the answer"),
+        ("4.5", "whole number"),
+        ("400%", "not a percentage"),
+    ],
 )
 def test_integer_quiz_rejects_others(text: str, words: str) -> None:
     result = grade(COUNT, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import pathlib
 
 import pytest
@@ -80,3 +81,33 @@ def test_nothing_in_lessonlib_unpickles():
     for path in sources:
         text = path.read_text()
         assert "torch.load(" not in text and "import pickle" not in text, path
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("prompts", [[""], ["Once", "Long", "Once"]])
+def test_cached_and_uncached_logits_agree_over_a_long_generation(shipped, prompts, dtype):
+    """The cache changes no logit at any step, for batch 1 and 3.
+
+    In float64 the two paths agree to 1e-5 (in fact to rounding). In float32 they sum in a
+    different order (one query against the cache vs a causal mask over the window), which
+    moves logits of size up to ~17 by about 1e-5, so float32 gets 1e-4.
+    """
+    model, tokenizer = shipped
+    model = copy.deepcopy(model).to(dtype)
+    runs = [
+        generate(
+            model,
+            prompts,
+            tokenizer=tokenizer,
+            max_new_tokens=300,
+            generator=torch.Generator().manual_seed(5),
+            stop_at_boundary=False,
+            use_cache=use_cache,
+            record_logits=True,
+        )
+        for use_cache in (True, False)
+    ]
+    assert runs[0].logits.shape == (len(prompts), 300, tokenizer.vocab_size)
+    atol = 1e-5 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(runs[0].logits, runs[1].logits, atol=atol, rtol=0)
+    assert runs[0].texts == runs[1].texts

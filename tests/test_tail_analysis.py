@@ -93,8 +93,10 @@ def test_ranks_and_probs_reject_mismatched_input():
         token_probs(logits, torch.tensor([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"logits must have shape \(steps, V\)"):
         token_ranks(torch.zeros(5), [0])
-    with pytest.raises(TypeError, match="logits must be a floating"):
+    with pytest.raises(TypeError, match="logits must have a floating dtype"):
         token_ranks(torch.zeros(3, 5, dtype=torch.long), [0, 1, 2])
+    with pytest.raises(ValueError, match=r"token_ids must be in 0\.\.4, got 5"):
+        token_probs(logits, [0, 5, 1])
 
 
 def test_tail_functions_reject_bad_ks_and_threshold():

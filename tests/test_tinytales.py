@@ -369,3 +369,13 @@ def test_next_char_vector_aligns_with_an_alphabet():
         assert prob == distribution.get(char, 0.0)
     with pytest.raises(ValueError, match="missing"):
         tt.next_char_vector(prefix, "abc")
+
+
+def test_longest_possible_prefix_stops_at_the_first_impossible_character():
+    story = tt.generate_stories(1, seed=3)[0]
+    assert tt.longest_possible_prefix(story) == len(story)
+    assert tt.longest_possible_prefix(story[:40] + "#" + story[41:]) == 40
+    assert tt.longest_possible_prefix("Once" + tt.END + "upon") == 4
+    assert tt.longest_possible_prefix("") == 0
+    with pytest.raises(TypeError, match="text must be a str"):
+        tt.longest_possible_prefix(None)

@@ -20,13 +20,13 @@ from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
-from ipympl.backend_nbagg import Canvas, FigureManager
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lessonlib.generation import LanguageModel
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.widgets.canvas import Canvas, FigureManager
 from lessonlib.widgets.nucleus_state import (
     DEFAULT_P,
     GPT_SOURCE,
@@ -37,6 +37,7 @@ from lessonlib.widgets.nucleus_state import (
 )
 
 __all__ = ["DEFAULT_PROMPT", "MAX_BARS", "NucleusExplorer"]
+
 
 MAX_BARS = 30  # bars drawn at most; the GPT's remaining tokens are summarised in a note
 DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the model must pick a name

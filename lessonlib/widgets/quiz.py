@@ -82,7 +82,7 @@ class QuizView:
         return result
 
     def submit(self, text: str) -> Grade:
-        """Type `text` into the answer box and press Check (for tests and demos); returns the Grade."""
+        """Type `text` into the answer box and check it (for tests and demos); returns the Grade."""
         self.answer_box.value = text
         return self.check()
 

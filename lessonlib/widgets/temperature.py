@@ -18,13 +18,11 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
-import matplotlib
 from matplotlib.backend_bases import MouseButton, MouseEvent
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
@@ -33,29 +31,11 @@ from matplotlib.patches import Patch
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY
 from lessonlib.generation import LanguageModel
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.widgets.canvas import Canvas, FigureManager
 from lessonlib.widgets.temperature_state import MAX_SAMPLES, TemperatureExplorerState
 
 __all__ = ["DEFAULT_PROMPT", "SOURCES", "TemperatureExplorer"]
 
-
-def _import_ipympl() -> tuple[type, type]:
-    """ipympl's Canvas and FigureManager, imported without changing matplotlib's backend."""
-    # Read the raw value: rcParams["backend"] would resolve (and fix) an automatic backend.
-    backend = dict.__getitem__(matplotlib.rcParams, "backend")
-    from ipympl.backend_nbagg import Canvas, FigureManager
-
-    if dict.__getitem__(matplotlib.rcParams, "backend") != backend:
-        # ipympl's package __init__ calls matplotlib.use() when matplotlib is already loaded;
-        # importing a library must not turn a notebook's inline plots into widgets, so undo it.
-        pyplot = sys.modules.get("matplotlib.pyplot")
-        if pyplot is not None:
-            pyplot.switch_backend(backend)
-        else:
-            dict.__setitem__(matplotlib.rcParams, "backend", backend)
-    return Canvas, FigureManager
-
-
-Canvas, FigureManager = _import_ipympl()
 
 SOURCES = {"census names bigram": "bigram", "TinyTales GPT": "gpt"}  # switch label -> key
 DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the next char starts a name

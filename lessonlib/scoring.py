@@ -1,0 +1,95 @@
+"""Scoring given texts: the log-probability of each character, under a model or under TinyTales.
+
+A text is read as a story is: from the start marker (the tokenizer's boundary token), one
+character at a time. `model_char_log_probs` asks a language model for each character's
+probability given everything before it (one forward pass, no sampling); `truth_char_log_probs`
+asks the TinyTales grammar for the exact same quantity. With `end=True` the end marker after
+the text is scored too, so that the sum is the log-probability of the text as a *complete*
+story; without it, the text is scored as a prefix that may go on.
+
+This module does not generate text (see `lessonlib.generation`) and does not train.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from lessonlib import tinytales
+from lessonlib.generation import GENERATION_THREADS, LanguageModel, torch_threads
+from lessonlib.tokenizer import CharTokenizer
+
+__all__ = ["model_char_log_probs", "text_log_prob", "truth_char_log_probs"]
+
+
+def _check_text(text: object) -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return text
+
+
+@torch.inference_mode()
+def model_char_log_probs(
+    model: LanguageModel, text: str, *, tokenizer: CharTokenizer, end: bool = False
+) -> Tensor:
+    """float64 (len(text) + end,): log P(char | start marker + text before it) under `model`.
+
+    The whole text must fit in one context window (start marker + text <= block_size tokens),
+    so that every character is scored with all of its past, as in generation.
+    """
+    _check_text(text)
+    if tokenizer.boundary in text:
+        raise ValueError(
+            f"text must not contain the boundary {tokenizer.boundary!r}; score one story at a "
+            "time and pass end=True to score its end"
+        )
+    ids = [tokenizer.boundary_id, *tokenizer.encode(text)]
+    if end:
+        ids.append(tokenizer.boundary_id)
+    if len(ids) - 1 > model.block_size:
+        raise ValueError(
+            f"text must fit in the model's context: start marker + {len(text)} characters is "
+            f"{len(ids) - 1} tokens, more than block_size={model.block_size}"
+        )
+    if len(ids) == 1:
+        return torch.zeros(0, dtype=torch.float64)
+    tokens = torch.tensor([ids])
+    # Position t's logits predict token t + 1: inputs are all but the last token. One thread,
+    # as in generation: at this model size thread hand-offs cost more than they save.
+    with torch_threads(GENERATION_THREADS):
+        logits = model(tokens[:, :-1])[0].to(torch.float64)
+    log_probs = torch.log_softmax(logits, dim=-1)
+    return log_probs.gather(-1, tokens[0, 1:, None]).squeeze(-1)
+
+
+def text_log_prob(
+    model: LanguageModel, text: str, *, tokenizer: CharTokenizer, end: bool = False
+) -> float:
+    """Natural-log probability of `text` under `model`, read from the start marker (see above)."""
+    return float(model_char_log_probs(model, text, tokenizer=tokenizer, end=end).sum())
+
+
+def truth_char_log_probs(text: str, *, end: bool = False) -> Tensor:
+    """float64 (len(text) + end,): the exact TinyTales log P(char | text before it).
+
+    A character the grammar cannot produce there scores -inf, and so does everything after it
+    (the text has left the grammar). With `end=True` the sum equals
+    `tinytales.story_log_prob(text)`.
+    """
+    _check_text(text)
+    if tinytales.END in text:
+        raise ValueError(
+            f"text must not contain END {tinytales.END!r}; pass end=True to score the end"
+        )
+    target = text + tinytales.END if end else text
+    possible = tinytales.longest_possible_prefix(text)
+    distributions = tinytales.next_char_distributions(text[:possible])
+    scores = [-math.inf] * len(target)
+    for position, distribution in enumerate(distributions[: len(target)]):
+        probability = distribution.get(target[position], 0.0)
+        if probability == 0.0:
+            break  # this character leaves the grammar; it and all after it score -inf
+        scores[position] = math.log(probability)
+    return torch.tensor(scores, dtype=torch.float64)
