@@ -59,7 +59,7 @@ class Generation:
     texts: list[str]  # generated continuations, without the prompt and without the stop token
     token_ids: list[list[int]]  # ids of the generated tokens, stop token included if reached
     finished: list[bool]  # True where the stop token was produced
-    # (B, steps, V) raw logits of every step, only when record_logits=True
+    # (B, steps, V) raw logits of every step (zeros once a row has finished); record_logits=True
     logits: Tensor | None = field(default=None, repr=False)
 
     @property
@@ -136,33 +136,52 @@ def generate(
             f"{sorted({len(ids) - 1 for ids in encoded})}; generate them in separate calls"
         )
     device = next(iter(_parameters(model)), torch.empty(0)).device
-    context = torch.tensor(encoded, dtype=torch.long, device=device)
-    batch = len(prompts)
+    batch, prompt_length = len(encoded), len(encoded[0])
+    # One pre-allocated buffer per row: the prompt, then the new tokens. Rows that stop early
+    # keep the boundary token in their unused tail, which _collect cuts off.
+    tokens = torch.full(
+        (batch, prompt_length + max_new_tokens),
+        tokenizer.boundary_id,
+        dtype=torch.long,
+        device=device,
+    )
+    tokens[:, :prompt_length] = torch.tensor(encoded, dtype=torch.long, device=device)
+    recorded = torch.zeros(batch, max_new_tokens, model.vocab_size) if record_logits else None
     kv_cache = model.new_kv_cache(batch) if use_cache else None
+    rows = torch.arange(batch, device=device)  # the rows the model computes (the cache's rows)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    length, fresh, steps = prompt_length, prompt_length, 0
 
     with torch_threads(GENERATION_THREADS):
-        new_ids = torch.empty(batch, 0, dtype=torch.long, device=device)
-        done = torch.zeros(batch, dtype=torch.bool, device=device)
-        recorded = []
-        fresh = context.shape[1]
-        for _ in range(max_new_tokens):
-            logits = next_token_logits(model, context, kv_cache, new_tokens=fresh)
-            if record_logits:
-                recorded.append(logits.float().cpu())
-            token = sample_next(
-                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+        while steps < max_new_tokens:
+            window = tokens[rows, max(0, length - model.block_size) : length]
+            logits = next_token_logits(model, window, kv_cache, new_tokens=fresh)
+            # Only unfinished rows draw, so a row's random numbers do not depend on when the
+            # finished rows around it are dropped from the batch.
+            live = ~done[rows]
+            if recorded is not None:
+                recorded[rows[live], steps] = logits[live].float().cpu()
+            drawn = sample_next(
+                logits[live], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             )
-            # A finished row keeps emitting the boundary, which is cut off below.
-            token = torch.where(done, tokenizer.boundary_id, token)
-            context = torch.cat([context, token[:, None]], dim=1)
-            new_ids = torch.cat([new_ids, token[:, None]], dim=1)
-            fresh = 1
-            if stop_at_boundary:
-                done |= token == tokenizer.boundary_id
-                if bool(done.all()):
-                    break
+            tokens[rows[live], length] = drawn
+            length, fresh, steps = length + 1, 1, steps + 1
+            if not stop_at_boundary:
+                continue
+            done[rows[live]] = drawn == tokenizer.boundary_id
+            if bool(done.all()):
+                break
+            # Stop computing finished rows once they are a quarter of the batch: copying the
+            # cache's remaining rows once costs less than carrying the dead ones every step.
+            finished_here = done[rows]
+            if 4 * int(finished_here.sum()) >= len(rows):
+                if kv_cache is not None:
+                    kv_cache.keep_rows((~finished_here).nonzero().flatten())
+                rows = rows[~finished_here]
 
-    return _collect(prompts, new_ids, tokenizer, stop_at_boundary, recorded)
+    new_ids = tokens[:, prompt_length:length]
+    logits = None if recorded is None else recorded[:, :steps]
+    return _collect(prompts, new_ids, tokenizer, stop_at_boundary, logits)
 
 
 def _collect(
@@ -170,7 +189,7 @@ def _collect(
     new_ids: Tensor,
     tokenizer: CharTokenizer,
     stop_at_boundary: bool,
-    recorded: list[Tensor],
+    logits: Tensor | None,
 ) -> Generation:
     texts, token_ids, finished = [], [], []
     for row in new_ids.tolist():
@@ -182,7 +201,6 @@ def _collect(
             texts.append(tokenizer.decode(row))
             finished.append(False)
         token_ids.append(row)
-    logits = torch.stack(recorded, dim=1) if recorded else None
     return Generation(prompts, texts, token_ids, finished, logits)
 
 

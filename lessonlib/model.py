@@ -51,17 +51,22 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, per layer, pre-allocated to block_size.
+    """Keys and values of the tokens seen so far, per layer, in buffers that grow by doubling.
 
     A cached forward pass writes the new tokens' keys and values at positions
     `length .. length + T - 1` and attends over `0 .. length + T - 1`; nothing is
-    concatenated or copied per step.
+    concatenated per step. The buffers start small and double when full (up to the model's
+    block size), so a short generation does not pay memory for the whole context.
     """
 
+    INITIAL_CAPACITY = 128  # positions allocated at first; doubled when a longer context arrives
+
     def __init__(self, config: GPTConfig, batch_size: int, *, dtype: torch.dtype, device) -> None:
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, config.head_dim)
+        self.max_length = config.block_size  # the cache never holds more positions than this
+        capacity = min(self.INITIAL_CAPACITY, config.block_size)
+        shape = (config.n_layer, batch_size, config.n_head, capacity, config.head_dim)
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.length = 0  # number of positions already filled
@@ -73,8 +78,28 @@ class KVCache:
 
     @property
     def capacity(self) -> int:
-        """Most positions the cache can hold (the model's block size)."""
+        """Positions allocated now (grows up to max_length)."""
         return self.keys.shape[3]
+
+    def reserve(self, length: int) -> None:
+        """Make room for `length` positions, doubling the buffers as often as needed."""
+        if length > self.max_length:
+            raise ValueError(f"length must be <= max_length={self.max_length}, got {length}")
+        capacity = self.capacity
+        if length <= capacity:
+            return
+        while capacity < length:
+            capacity = min(2 * capacity, self.max_length)
+        grown_keys = self.keys.new_zeros(*self.keys.shape[:3], capacity, self.keys.shape[4])
+        grown_values = torch.zeros_like(grown_keys)
+        grown_keys[:, :, :, : self.length] = self.keys[:, :, :, : self.length]
+        grown_values[:, :, :, : self.length] = self.values[:, :, :, : self.length]
+        self.keys, self.values = grown_keys, grown_values
+
+    def keep_rows(self, rows: Tensor) -> None:
+        """Keep only the sequences at `rows` (batch indices), in that order; may repeat rows."""
+        self.keys = self.keys[:, rows, :, : max(self.length, 1)]
+        self.values = self.values[:, rows, :, : max(self.length, 1)]
 
     def reset(self) -> None:
         """Forget every cached position (the buffers are reused)."""
@@ -192,6 +217,8 @@ class GPT(nn.Module):
         self._check_input(token_ids, kv_cache)
         start = 0 if kv_cache is None else kv_cache.length
         T = token_ids.shape[1]
+        if kv_cache is not None:
+            kv_cache.reserve(start + T)
         positions = torch.arange(start, start + T, device=token_ids.device)
         x = self.token_embedding(token_ids) + self.position_embedding(positions)
         for layer, block in enumerate(self.blocks):

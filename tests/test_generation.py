@@ -147,3 +147,24 @@ def test_generation_restores_the_thread_count():
     before = torch.get_num_threads()
     sample(lively_model(), "a", seed=0, max_new_tokens=3)
     assert torch.get_num_threads() == before
+
+
+def test_rows_that_stop_early_are_dropped_without_changing_the_others():
+    """Finished rows leave the batch; cached and uncached runs still draw the same tokens."""
+    model = lively_model(seed=1)
+    prompts = list("abcdefgh")
+    cached = sample(model, prompts, seed=9, max_new_tokens=120)
+    plain = sample(model, prompts, seed=9, max_new_tokens=120, use_cache=False)
+    assert cached.texts == plain.texts
+    assert len({len(text) for text in cached.texts}) > 1  # rows really stop at different steps
+    greedy = sample(model, prompts, seed=0, max_new_tokens=120, temperature=0.0)
+    alone = [sample(model, p, seed=0, max_new_tokens=120, temperature=0.0).text for p in prompts]
+    assert greedy.texts == alone
+
+
+def test_recorded_logits_stop_with_their_row():
+    model = lively_model(seed=1)
+    result = sample(model, list("abcd"), seed=9, max_new_tokens=120, record_logits=True)
+    for row, ids in enumerate(result.token_ids):
+        assert result.logits[row, : len(ids)].abs().sum(-1).min() > 0
+        assert result.logits[row, len(ids) :].abs().sum() == 0

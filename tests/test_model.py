@@ -124,4 +124,34 @@ def test_cache_size_per_token():
     cache = model.new_kv_cache(1)
     # keys and values, 3 layers, 8 numbers each, 4 bytes per float32
     assert cache.nbytes_per_token() == 2 * 3 * 8 * 4
-    assert cache.capacity == 16
+    assert cache.max_length == 16
+
+
+def test_cache_grows_by_doubling_and_keeps_what_it_held():
+    model = lively_model(block_size=300)
+    token_ids = torch.randint(VOCAB, (2, 300), generator=torch.Generator().manual_seed(6))
+    cache = model.new_kv_cache(2)
+    assert cache.capacity == KVCache.INITIAL_CAPACITY
+    with torch.inference_mode():
+        model(token_ids[:, :100], kv_cache=cache)
+        kept = cache.keys[:, :, :, :100].clone()
+        model(token_ids[:, 100:140], kv_cache=cache)
+        assert cache.capacity == 2 * KVCache.INITIAL_CAPACITY
+        assert torch.equal(cache.keys[:, :, :, :100], kept)
+        model(token_ids[:, 140:], kv_cache=cache)
+    assert cache.capacity == 300  # doubling stops at the block size
+    with pytest.raises(ValueError, match="max_length=300"):
+        cache.reserve(301)
+
+
+def test_keep_rows_drops_and_reorders_sequences():
+    model = lively_model()
+    token_ids = torch.randint(VOCAB, (3, 10), generator=torch.Generator().manual_seed(7))
+    with torch.inference_mode():
+        cache = model.new_kv_cache(3)
+        model(token_ids[:, :9], kv_cache=cache)
+        cache.keep_rows(torch.tensor([2, 0]))
+        step = model(token_ids[[2, 0], 9:], kv_cache=cache)
+        full = model(token_ids[[2, 0]])[:, -1:]
+    assert cache.batch_size == 2
+    torch.testing.assert_close(step, full, atol=1e-5, rtol=0)
