@@ -151,6 +151,7 @@ def generate(
     rows = torch.arange(batch, device=device)  # the rows the model computes (the cache's rows)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     length, fresh, steps = prompt_length, prompt_length, 0
+    carrying_finished = False  # whether `rows` still holds rows that have stopped
 
     with torch_threads(GENERATION_THREADS):
         while steps < max_new_tokens:
@@ -158,26 +159,33 @@ def generate(
             logits = next_token_logits(model, window, kv_cache, new_tokens=fresh)
             # Only unfinished rows draw, so a row's random numbers do not depend on when the
             # finished rows around it are dropped from the batch.
-            live = ~done[rows]
+            live_rows = rows[~done[rows]] if carrying_finished else rows
+            if carrying_finished:
+                logits = logits[~done[rows]]
             if recorded is not None:
-                recorded[rows[live], steps] = logits[live].float().cpu()
+                recorded[live_rows, steps] = logits.float().cpu()
             drawn = sample_next(
-                logits[live], temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             )
-            tokens[rows[live], length] = drawn
+            tokens[live_rows, length] = drawn
             length, fresh, steps = length + 1, 1, steps + 1
             if not stop_at_boundary:
                 continue
-            done[rows[live]] = drawn == tokenizer.boundary_id
+            stopped = drawn == tokenizer.boundary_id
+            if not bool(stopped.any()):
+                continue
+            done[live_rows] = stopped
             if bool(done.all()):
                 break
             # Stop computing finished rows once they are a quarter of the batch: copying the
             # cache's remaining rows once costs less than carrying the dead ones every step.
             finished_here = done[rows]
+            carrying_finished = True
             if 4 * int(finished_here.sum()) >= len(rows):
                 if kv_cache is not None:
                     kv_cache.keep_rows((~finished_here).nonzero().flatten())
                 rows = rows[~finished_here]
+                carrying_finished = False
 
     new_ids = tokens[:, prompt_length:length]
     logits = None if recorded is None else recorded[:, :steps]

@@ -44,6 +44,14 @@ def _validate(logits: object, **params: object) -> None:
         raise ValueError(f"logits must have shape (V,) or (B, V), got shape {shape}")
     if logits.numel() == 0:
         raise ValueError(f"logits must have at least one row and one token, got shape {shape}")
+    # Fast path for the common case (called once per decoding step): every logit is finite.
+    if not bool(torch.isfinite(logits).all()):
+        _validate_non_finite(logits, shape)
+    _validate_params(params)
+
+
+def _validate_non_finite(logits: Tensor, shape: tuple[int, ...]) -> None:
+    """Name the NaN, +inf or all -inf row in logits that are not all finite."""
     for bad, label in ((torch.isnan(logits), "NaN"), (torch.isposinf(logits), "+inf")):
         if bad.any():
             where = tuple(torch.nonzero(bad)[0].tolist())
@@ -60,6 +68,9 @@ def _validate(logits: object, **params: object) -> None:
             "finite logit"
         )
 
+
+def _validate_params(params: dict[str, object]) -> None:
+    """Check temperature, k/top_k, p/top_p and generator, whichever are given."""
     for name, value in params.items():
         if name == "temperature":
             if isinstance(value, bool) or not isinstance(value, numbers.Real):
