@@ -1,0 +1,220 @@
+"""State of the KV cache stepper: tokens arrive one per step, and the cache keeps their K and V.
+
+Pure: torch and lessonlib only. The view (`lessonlib.widgets.kv_cache`) maps each control event
+to one transition here and redraws; nothing in this module draws or knows about widgets.
+
+At step s the model has read tokens 0 .. s-1. With the cache on, step s computes the key and
+value of token s-1 only and reads the s-1 rows already cached; with the cache off, it runs the
+whole forward pass again and recomputes all s rows. The work numbers are those of
+`lessonlib.flops` for generating s tokens from a one-token prompt, so they are exact counts of
+matrix-multiply FLOPs, not estimates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lessonlib.flops import forward_flops, generation_flops
+from lessonlib.model import GPT, GPTConfig
+from lessonlib.tokenizer import CharTokenizer
+
+__all__ = [
+    "DEFAULT_DIMS",
+    "DEFAULT_TEXT",
+    "KVCacheStepperState",
+    "cache_rows",
+    "from_model",
+]
+
+DEFAULT_TEXT = "Once upon a"  # with the boundary token in front: 12 tokens, 12 steps
+DEFAULT_DIMS = 8  # dimensions of one head's key and value shown per row
+
+# Characters that would be invisible in a row label, and what to show instead.
+_VISIBLE = {" ": "␣", "\n": "↵"}
+
+
+@dataclass(frozen=True, eq=False)
+class KVCacheStepperState:
+    """The stepper's state: the tokens, their cached K and V rows, the step and the switch.
+
+    Transitions return a new state and never modify this one; everything else is derived.
+    """
+
+    config: GPTConfig  # shape of the model, for the work counts
+    labels: tuple[str, ...]  # one label per token, in the order the tokens arrive
+    keys: Tensor  # (tokens, dims): the shown part of each token's key
+    values: Tensor  # (tokens, dims): the shown part of each token's value
+    step: int = 0  # tokens read so far: rows 0 .. step-1 are in the cache
+    use_cache: bool = True
+    description: str = ""  # one line saying where the numbers come from
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, GPTConfig):
+            raise TypeError(f"config must be a GPTConfig, got {type(self.config).__name__}")
+        object.__setattr__(self, "labels", tuple(str(label) for label in self.labels))
+        count = len(self.labels)
+        if not 1 <= count <= self.config.block_size:
+            raise ValueError(
+                f"labels must name 1 .. block_size={self.config.block_size} tokens, got {count}"
+            )
+        for name in ("keys", "values"):
+            rows = getattr(self, name)
+            if not isinstance(rows, Tensor) or rows.dim() != 2 or rows.shape[0] != count:
+                shape = tuple(rows.shape) if isinstance(rows, Tensor) else type(rows).__name__
+                raise ValueError(
+                    f"{name} must be a tensor of shape ({count}, dims), one row per label, "
+                    f"got {shape}"
+                )
+        if self.keys.shape != self.values.shape:
+            raise ValueError(
+                f"keys and values must have the same shape, got {tuple(self.keys.shape)} "
+                f"and {tuple(self.values.shape)}"
+            )
+        _check_step(self.step, count)
+        if not isinstance(self.use_cache, bool):
+            raise TypeError(f"use_cache must be a bool, got {self.use_cache!r}")
+
+    # Transitions.
+
+    def set_step(self, step: int) -> KVCacheStepperState:
+        """The same state at `step` (0 .. max_step)."""
+        return dataclasses.replace(self, step=_check_step(step, self.max_step))
+
+    def forward(self) -> KVCacheStepperState:
+        """One token more (stays at max_step once every token has arrived)."""
+        return self.set_step(min(self.step + 1, self.max_step))
+
+    def back(self) -> KVCacheStepperState:
+        """One token fewer (stays at 0)."""
+        return self.set_step(max(self.step - 1, 0))
+
+    def set_cache(self, use_cache: bool) -> KVCacheStepperState:
+        """The same step with the cache switched on (True) or off (False)."""
+        if not isinstance(use_cache, bool):
+            raise TypeError(f"use_cache must be a bool, got {use_cache!r}")
+        return dataclasses.replace(self, use_cache=use_cache)
+
+    def toggle_cache(self) -> KVCacheStepperState:
+        """The same step with the cache switch flipped."""
+        return self.set_cache(not self.use_cache)
+
+    def reset(self) -> KVCacheStepperState:
+        """Back to step 0 with the cache on."""
+        return dataclasses.replace(self, step=0, use_cache=True)
+
+    # Derived values.
+
+    @property
+    def max_step(self) -> int:
+        """The last step: every token has arrived."""
+        return len(self.labels)
+
+    @property
+    def newest_row(self) -> int | None:
+        """Row of the token that arrived at this step; None at step 0."""
+        return self.step - 1 if self.step else None
+
+    @property
+    def computed_rows(self) -> range:
+        """Rows whose K and V this step computes: the newest with the cache, all without."""
+        if self.step == 0:
+            return range(0)
+        return range(self.step - 1, self.step) if self.use_cache else range(self.step)
+
+    def step_work(self, use_cache: bool) -> int:
+        """FLOPs of this step alone, with or without the cache (0 at step 0)."""
+        if self.step == 0:
+            return 0
+        if use_cache:
+            past, new = self.step - 1, 1
+        else:
+            past, new = 0, self.step
+        return forward_flops(self.config, past_tokens=past, new_tokens=new).total
+
+    def cumulative_work(self, use_cache: bool) -> int:
+        """FLOPs of steps 1 .. step together, with or without the cache."""
+        return generation_flops(
+            self.config, prompt_length=1, max_new_tokens=self.step, use_cache=use_cache
+        ).total
+
+    @property
+    def savings_ratio(self) -> float | None:
+        """Cumulative work without the cache over work with it; None before any work."""
+        if self.step == 0:
+            return None
+        return self.cumulative_work(False) / self.cumulative_work(True)
+
+    def readout(self) -> dict[str, str]:
+        """The readouts as short strings: step, rows computed, both work totals, the ratio."""
+        computed = len(self.computed_rows)
+        rows = "row" if computed == 1 else "rows"
+        if self.step == 0:
+            doing = "no token yet: nothing computed"
+        elif self.use_cache:
+            reused = self.step - 1
+            doing = f"cache on: this step computes K and V for {computed} {rows}, reuses {reused}"
+        else:
+            doing = f"cache off: this step recomputes K and V for all {computed} {rows}"
+        ratio = self.savings_ratio
+        return {
+            "step": f"step {self.step} / {self.max_step}",
+            "computed": doing,
+            "with": f"cumulative work, cache on: {self.cumulative_work(True):,} FLOPs",
+            "without": f"cumulative work, cache off: {self.cumulative_work(False):,} FLOPs",
+            "ratio": "savings ratio: none yet" if ratio is None else f"savings ratio {ratio:.2f}×",
+        }
+
+
+def _check_step(step: object, max_step: int) -> int:
+    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= max_step:
+        raise ValueError(f"step must be an int in 0 .. {max_step}, got {step!r}")
+    return step
+
+
+@torch.inference_mode()
+def cache_rows(
+    model: GPT, token_ids: Tensor, *, layer: int = 0, head: int = 0, dims: int = DEFAULT_DIMS
+) -> tuple[Tensor, Tensor]:
+    """The first `dims` dimensions of one head's cached keys and values for token_ids (T,)."""
+    config = model.config
+    if not isinstance(token_ids, Tensor) or token_ids.dim() != 1:
+        raise ValueError(f"token_ids must be a 1-d tensor of ids, got {token_ids!r}")
+    for name, value, limit in (
+        ("layer", layer, config.n_layer),
+        ("head", head, config.n_head),
+        ("dims", dims, config.head_dim + 1),
+    ):
+        low = 1 if name == "dims" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < limit:
+            raise ValueError(f"{name} must be an int in {low} .. {limit - 1}, got {value!r}")
+    kv_cache = model.new_kv_cache(1)
+    model(token_ids[None, :], kv_cache=kv_cache)
+    length = token_ids.shape[0]
+    keys = kv_cache.keys[layer, 0, head, :length, :dims].float().clone()
+    values = kv_cache.values[layer, 0, head, :length, :dims].float().clone()
+    return keys, values
+
+
+def from_model(
+    model: GPT,
+    tokenizer: CharTokenizer,
+    text: str = DEFAULT_TEXT,
+    *,
+    layer: int = 0,
+    head: int = 0,
+    dims: int = DEFAULT_DIMS,
+) -> KVCacheStepperState:
+    """A stepper state at step 0 over the boundary token and `text`, with the model's K and V."""
+    ids = [tokenizer.boundary_id, *tokenizer.encode(text)]
+    keys, values = cache_rows(model, torch.tensor(ids), layer=layer, head=head, dims=dims)
+    labels = tuple(_VISIBLE.get(char, char) for char in tokenizer.decode(ids))
+    description = (
+        f"layer {layer}, head {head}: the first {dims} of {model.config.head_dim} dimensions"
+    )
+    return KVCacheStepperState(
+        config=model.config, labels=labels, keys=keys, values=values, description=description
+    )

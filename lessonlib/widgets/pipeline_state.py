@@ -1,0 +1,397 @@
+"""State of the pipeline viewer: one set of logits, the sampler settings, and draws from the result.
+
+`PipelineViewerState` is an immutable value; every transition (`set_temperature`, `set_top_k`,
+`set_top_p`, `set_source`, `with_source`, `draw`, `reset`) returns a new state. The four panels
+of the view are derived here: the probabilities after temperature, after top-k, after top-p
+(`lessonlib.pipeline_order.stage_probs`, so the last one is exactly `sampling_probs`), and the
+empirical frequencies of the draws, which come from `sample_next` through the state's own seeded
+generator. A change of the distribution shown (a setting or the source) clears the draws, since
+draws from another distribution say nothing about the new bars; only `reset` re-seeds.
+
+Pure: torch and lessonlib only, no ipywidgets or matplotlib (the view is
+`lessonlib.widgets.pipeline`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from types import MappingProxyType
+
+import torch
+from torch import Tensor
+
+from lessonlib.generation import LanguageModel, prompt_logits
+from lessonlib.pipeline_order import StageProbs, draw_tokens, kept_mask, stage_probs
+from lessonlib.tokenizer import CharTokenizer
+
+__all__ = [
+    "COUNTEREXAMPLE_LOGITS",
+    "GPT_SOURCE",
+    "HAND_MADE_LOGITS",
+    "MAX_DRAWS",
+    "PipelineSource",
+    "PipelineViewerState",
+    "StartSettings",
+    "built_in_sources",
+    "initial_state",
+    "make_source",
+    "source_from_model",
+]
+
+HAND_MADE_LOGITS = (2.0, 1.6, 1.2, 0.9, 0.5, 0.0, -0.6, -1.5)  # eight tokens a..h, a small tail
+COUNTEREXAMPLE_LOGITS = (3.0, 2.0, 1.0)  # p = 0.8 keeps two tokens at tau = 1, one at tau = 0.5
+GPT_SOURCE = "GPT"  # name of the source built by `source_from_model`
+MAX_DRAWS = 1_000_000  # most draws one `draw` call accepts (memory stays a few MB)
+
+# Characters that would be invisible as a bar label, and what to show instead.
+_VISIBLE = {" ": "\u2423", "\n": "\u21b5"}
+
+
+@dataclass(frozen=True, eq=False)
+class PipelineSource:
+    """Named next-token logits with one label per token."""
+
+    name: str
+    logits: Tensor  # (V,) float64, finite or -inf, at least one finite
+    labels: tuple[str, ...]
+    description: str = ""  # one line for the view's note
+
+
+def make_source(
+    name: str, logits: Sequence[float] | Tensor, labels: Sequence[str], description: str = ""
+) -> PipelineSource:
+    """A validated `PipelineSource` (float64 logits, one label per token)."""
+    values = torch.as_tensor(logits, dtype=torch.float64).detach().clone()
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError(f"logits must have shape (V,) with V >= 1, got {tuple(values.shape)}")
+    if bool(torch.isnan(values).any() or torch.isposinf(values).any()):
+        raise ValueError("logits must be finite or -inf (no NaN, no +inf)")
+    if not bool(torch.isfinite(values).any()):
+        raise ValueError("logits must have at least one finite value, got all -inf")
+    labels = tuple(str(label) for label in labels)
+    if len(labels) != values.numel():
+        raise ValueError(
+            f"labels must have one entry per logit ({values.numel()}), got {len(labels)}"
+        )
+    return PipelineSource(name=name, logits=values, labels=labels, description=description)
+
+
+def _letters(n: int) -> tuple[str, ...]:
+    return tuple(chr(ord("a") + i) for i in range(n))
+
+
+def built_in_sources() -> dict[str, PipelineSource]:
+    """The hand-made examples: eight tokens with a small tail, and the counterexample (3, 2, 1)."""
+    return {
+        "hand-made": make_source(
+            "hand-made", HAND_MADE_LOGITS, _letters(len(HAND_MADE_LOGITS)), "hand-made logits"
+        ),
+        "(3, 2, 1)": make_source(
+            "(3, 2, 1)",
+            COUNTEREXAMPLE_LOGITS,
+            _letters(len(COUNTEREXAMPLE_LOGITS)),
+            "logits (3, 2, 1): try p = 0.8 at tau = 1 and at tau = 0.5",
+        ),
+    }
+
+
+def source_from_model(
+    model: LanguageModel, tokenizer: CharTokenizer, prompt: str, *, name: str = GPT_SOURCE
+) -> PipelineSource:
+    """The model's next-character logits after `prompt`, labelled with visible characters."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    logits = prompt_logits(model, prompt, tokenizer=tokenizer).double()
+    labels = [_VISIBLE.get(char, char) for char in tokenizer.chars]
+    shown = prompt if len(prompt) <= 30 else "..." + prompt[-27:]
+    return make_source(name, logits, labels, f"GPT's next character after {shown!r}")
+
+
+def _check_temperature(temperature: object) -> float:
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise TypeError(
+            f"temperature must be a real number > 0, got {temperature!r} "
+            f"of type {type(temperature).__name__}"
+        )
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    return float(temperature)
+
+
+def _check_top_k(top_k: object) -> int | None:
+    if top_k is None:
+        return None
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise ValueError(f"top_k must be an int >= 1 or None (off), got {top_k!r}")
+    return int(top_k)
+
+
+def _check_top_p(top_p: object) -> float | None:
+    if top_p is None:
+        return None
+    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not (0 < top_p <= 1):
+        raise ValueError(f"top_p must be a number in (0, 1] or None (off), got {top_p!r}")
+    # p = 1 keeps every token: the same as off, stored once.
+    return None if top_p == 1 else float(top_p)
+
+
+def _check_seed(seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return int(seed)
+
+
+def _seeded_state(seed: int) -> Tensor:
+    return torch.Generator().manual_seed(seed).get_state()
+
+
+@dataclass(frozen=True)
+class StartSettings:
+    """The sampler settings a reset returns to."""
+
+    source: str
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+
+
+@dataclass(frozen=True, eq=False)
+class PipelineViewerState:
+    """Sources to switch between, the shown one, the sampler settings and the draws so far."""
+
+    sources: Mapping[str, PipelineSource]
+    source: str
+    temperature: float = 1.0  # > 0
+    top_k: int | None = None  # None is off; a k >= V is stored as None
+    top_p: float | None = None  # None is off; p = 1 is stored as None
+    counts: Tensor | None = None  # (V,) int64 draws per token since the distribution changed
+    last_draw: int | None = None  # token id of the most recent draw, None before any
+    seed: int = 0  # seeds the generator at construction and on reset
+    rng_state: Tensor | None = None  # torch.Generator state; None means freshly seeded
+    start: StartSettings | None = None  # what `reset` returns to; None means these settings
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("sources must name at least one source, got none")
+        # A read-only copy: a state must not change when the caller's dict does.
+        object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
+        self._check_source(self.source, "source")
+        object.__setattr__(self, "temperature", _check_temperature(self.temperature))
+        top_k = _check_top_k(self.top_k)
+        if top_k is not None and top_k >= self.vocab_size:
+            top_k = None
+        object.__setattr__(self, "top_k", top_k)
+        object.__setattr__(self, "top_p", _check_top_p(self.top_p))
+        object.__setattr__(self, "seed", _check_seed(self.seed))
+        if self.counts is None:
+            object.__setattr__(self, "counts", torch.zeros(self.vocab_size, dtype=torch.int64))
+        elif tuple(self.counts.shape) != (self.vocab_size,):
+            raise ValueError(
+                f"counts must have shape ({self.vocab_size},), got {tuple(self.counts.shape)}"
+            )
+        if self.rng_state is None:
+            object.__setattr__(self, "rng_state", _seeded_state(self.seed))
+        if self.start is None:
+            start = StartSettings(self.source, self.temperature, self.top_k, self.top_p)
+            object.__setattr__(self, "start", start)
+
+    def _check_source(self, name: object, parameter: str) -> None:
+        if name not in self.sources:
+            raise ValueError(f"{parameter} must be one of {sorted(self.sources)}, got {name!r}")
+
+    # ----- transitions -------------------------------------------------------------------------
+
+    def _changed(self, **fields: object) -> PipelineViewerState:
+        """A copy with `fields` replaced and the draws cleared (the shown distribution changed)."""
+        return dataclasses.replace(self, counts=None, last_draw=None, **fields)
+
+    def set_temperature(self, temperature: float) -> PipelineViewerState:
+        """The same state at `temperature` (> 0)."""
+        temperature = _check_temperature(temperature)
+        return self if temperature == self.temperature else self._changed(temperature=temperature)
+
+    def set_top_k(self, top_k: int | None) -> PipelineViewerState:
+        """The same state with top-k `top_k` (None, or any k >= V, is off)."""
+        top_k = _check_top_k(top_k)
+        if top_k is not None and top_k >= self.vocab_size:
+            top_k = None
+        return self if top_k == self.top_k else self._changed(top_k=top_k)
+
+    def set_top_p(self, top_p: float | None) -> PipelineViewerState:
+        """The same state with top-p `top_p` (None, or 1, is off)."""
+        top_p = _check_top_p(top_p)
+        return self if top_p == self.top_p else self._changed(top_p=top_p)
+
+    def set_source(self, name: str) -> PipelineViewerState:
+        """The same settings on the source called `name` (a top-k >= its V turns off)."""
+        self._check_source(name, "name")
+        if name == self.source:
+            return self
+        # __post_init__ turns a top-k that the new source's V cannot exceed off.
+        return self._changed(source=name)
+
+    def with_source(self, source: PipelineSource) -> PipelineViewerState:
+        """The state holding `source` too (replacing one of the same name), showing it."""
+        if not isinstance(source, PipelineSource):
+            raise TypeError(f"source must be a PipelineSource, got {type(source).__name__}")
+        sources = {**self.sources, source.name: source}
+        return self._changed(sources=sources, source=source.name)
+
+    def draw(self, n: int = 1) -> PipelineViewerState:
+        """The state with `n` more draws from the final distribution; the last one is remembered."""
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= MAX_DRAWS:
+            raise ValueError(f"n must be an int in 0..{MAX_DRAWS}, got {n!r}")
+        if n == 0:
+            return self
+        generator = torch.Generator()
+        generator.set_state(self.rng_state)
+        tokens = draw_tokens(
+            self.logits,
+            n=int(n),
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            generator=generator,
+        )
+        return dataclasses.replace(
+            self,
+            counts=self.counts + torch.bincount(tokens, minlength=self.vocab_size),
+            last_draw=int(tokens[-1]),
+            rng_state=generator.get_state(),
+        )
+
+    def reset(self) -> PipelineViewerState:
+        """The starting source and settings, no draws, and the generator seeded again."""
+        start = self.start
+        return dataclasses.replace(
+            self,
+            source=start.source,
+            temperature=start.temperature,
+            top_k=start.top_k,
+            top_p=start.top_p,
+            counts=None,
+            last_draw=None,
+            rng_state=None,
+        )
+
+    # ----- derived values ----------------------------------------------------------------------
+
+    @property
+    def distribution(self) -> PipelineSource:
+        """The source shown."""
+        return self.sources[self.source]
+
+    @property
+    def logits(self) -> Tensor:
+        """(V,) float64 logits of the source shown."""
+        return self.distribution.logits
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """One label per token, in vocabulary order."""
+        return self.distribution.labels
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens of the source shown."""
+        return int(self.sources[self.source].logits.numel())
+
+    @cached_property
+    def stages(self) -> StageProbs:
+        """Probabilities after temperature, after top-k and after top-p, in vocabulary order."""
+        return stage_probs(
+            self.logits, temperature=self.temperature, top_k=self.top_k, top_p=self.top_p
+        )
+
+    @cached_property
+    def order(self) -> Tensor:
+        """Token ids by descending logit (ties in vocabulary order): the same rank at every stage."""
+        return torch.sort(self.logits, descending=True, stable=True).indices
+
+    def kept_counts(self) -> tuple[int, int, int]:
+        """Tokens still possible after temperature, after top-k and after top-p."""
+        settings = {"temperature": self.temperature, "top_k": self.top_k}
+        return (
+            # Temperature removes nothing: a token is possible iff its logit is finite.
+            int(torch.isfinite(self.logits).sum()),
+            int(kept_mask(self.logits, **settings).sum()),
+            int(kept_mask(self.logits, **settings, top_p=self.top_p).sum()),
+        )
+
+    @property
+    def num_draws(self) -> int:
+        """Draws counted since the shown distribution last changed."""
+        return int(self.counts.sum())
+
+    @property
+    def frequencies(self) -> Tensor:
+        """(V,) float64 share of each token among the draws (all 0 before any draw)."""
+        total = self.num_draws
+        if total == 0:
+            return torch.zeros(self.vocab_size, dtype=torch.float64)
+        return self.counts.double() / total
+
+    def stage_titles(self) -> tuple[str, str, str, str]:
+        """One title per panel: what the stage did and how many tokens are left."""
+        total = self.vocab_size
+        after_temperature, after_k, after_p = self.kept_counts()
+        top = float(self.stages.temperature.max())
+        k_text = "off" if self.top_k is None else f"k = {self.top_k}"
+        p_text = "off" if self.top_p is None else f"p = {self.top_p:.2f}"
+        if self.num_draws == 0:
+            draw_text = "no draws yet (press draw)"
+        else:
+            draw_text = f"{self.num_draws} draws, last {self.labels[self.last_draw]!r}"
+        first = f"1 \u00b7 temperature \u03c4 = {self.temperature:.2f}: top token {top:.3f}"
+        return (
+            f"{first}, {after_temperature} of {total} possible",
+            f"2 \u00b7 top-k {k_text}: {after_k} of {total} kept",
+            f"3 \u00b7 top-p {p_text}: {after_p} of {total} kept (final distribution)",
+            f"4 \u00b7 draw: {draw_text}",
+        )
+
+    def same_as(self, other: PipelineViewerState) -> bool:
+        """True when both states hold the same values (tensors compared exactly)."""
+        if not isinstance(other, PipelineViewerState):
+            return False
+        for field in dataclasses.fields(self):
+            mine, theirs = getattr(self, field.name), getattr(other, field.name)
+            if isinstance(mine, Tensor) or isinstance(theirs, Tensor):
+                if not (
+                    isinstance(mine, Tensor)
+                    and isinstance(theirs, Tensor)
+                    and mine.shape == theirs.shape
+                    and torch.equal(mine, theirs)
+                ):
+                    return False
+            elif field.name == "sources":
+                if set(mine) != set(theirs) or any(mine[k] is not theirs[k] for k in mine):
+                    return False
+            elif mine != theirs:
+                return False
+        return True
+
+
+def initial_state(
+    sources: Mapping[str, PipelineSource] | None = None,
+    *,
+    source: str = "hand-made",
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> PipelineViewerState:
+    """A starting state; `sources=None` means the built-in examples."""
+    return PipelineViewerState(
+        sources=built_in_sources() if sources is None else sources,
+        source=source,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+    )

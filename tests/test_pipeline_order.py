@@ -1,0 +1,300 @@
+"""The sampling pipeline stage by stage, and temperature first versus temperature last."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lessonlib import tinytales
+from lessonlib.generation import Generation, generate
+from lessonlib.pipeline_order import (
+    STAGES,
+    compare_orders,
+    draw_counts,
+    draw_tokens,
+    drawn_step_contexts,
+    drawn_step_logits,
+    kept_mask,
+    orders_disagree,
+    stage_probs,
+    temperature_last_probs,
+)
+from lessonlib.sampling import filter_top_k, filter_top_p, sampling_probs
+from lessonlib.tokenizer import CharTokenizer
+
+COUNTEREXAMPLE = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
+
+
+def random_rows(seed: int, rows: int = 200, vocab: int = 30, scale: float = 3.0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(rows, vocab, generator=generator, dtype=torch.float64)
+
+
+class StubModel:
+    """A stand-in language model: the logits depend only on the last token (a fixed table)."""
+
+    vocab_size = len(tinytales.ALPHABET)
+    block_size = 64
+
+    def __init__(self) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.table = 3 * torch.randn(self.vocab_size, self.vocab_size, generator=generator)
+
+    def __call__(self, token_ids: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        return self.table[token_ids]
+
+    def new_kv_cache(self, batch_size: int) -> None:
+        return None
+
+
+TOKENIZER = CharTokenizer(tinytales.ALPHABET, boundary=tinytales.END)
+
+
+# ----- stage_probs ---------------------------------------------------------------------------
+
+
+def test_the_stages_are_the_fixed_order() -> None:
+    assert STAGES == ("temperature", "top-k", "top-p", "draw")
+
+
+@pytest.mark.parametrize(
+    "temperature, top_k, top_p",
+    [(1.0, None, None), (0.7, 10, 0.9), (0.5, 3, None), (1.5, None, 0.8), (2.0, 1, 0.5)],
+)
+def test_the_last_stage_is_the_sampler(temperature: float, top_k: int | None, top_p) -> None:
+    logits = random_rows(1, rows=16)
+    stages = stage_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    expected = sampling_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    assert torch.allclose(stages.final, expected, atol=1e-12)
+    assert stages.final is stages.top_p
+
+
+def test_each_stage_by_hand_on_a_small_row() -> None:
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0], dtype=torch.float64)
+    stages = stage_probs(logits, temperature=0.5, top_k=3, top_p=0.9)
+    scaled = torch.softmax(logits / 0.5, dim=-1)
+    assert torch.allclose(stages.temperature, scaled)
+    # Top-k keeps the first three, renormalised.
+    three = torch.softmax(logits[:3] / 0.5, dim=-1)
+    assert torch.allclose(stages.top_k[:3], three) and stages.top_k[3] == 0
+    # Their probabilities are 0.867, 0.117, 0.016: the first two reach 0.9, so top-p keeps two.
+    assert (stages.top_p > 0).tolist() == [True, True, False, False]
+    assert torch.allclose(stages.top_p[:2], torch.softmax(logits[:2] / 0.5, dim=-1))
+
+
+def test_a_filter_that_is_off_leaves_its_stage_unchanged() -> None:
+    logits = random_rows(2, rows=4)
+    stages = stage_probs(logits, temperature=0.8)
+    assert torch.equal(stages.temperature, stages.top_k)
+    assert torch.equal(stages.top_k, stages.top_p)
+
+
+def test_stage_probs_keeps_float64_and_accepts_float32() -> None:
+    assert stage_probs(COUNTEREXAMPLE, temperature=1.0).final.dtype == torch.float64
+    assert stage_probs(COUNTEREXAMPLE.float(), temperature=1.0).final.dtype == torch.float32
+
+
+def test_stage_probs_rejects_temperature_zero_naming_it() -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        stage_probs(COUNTEREXAMPLE, temperature=0)
+
+
+# ----- commuting -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [0.1, 0.5, 0.7, 1.5, 3.0])
+@pytest.mark.parametrize("k", [1, 2, 5, 29])
+def test_temperature_commutes_with_top_k(temperature: float, k: int) -> None:
+    logits = random_rows(3)
+    assert not bool(orders_disagree(logits, temperature=temperature, top_k=k).any())
+    # Not only the kept set: the final probabilities agree too.
+    first = sampling_probs(logits, temperature=temperature, top_k=k)
+    last = temperature_last_probs(logits, temperature=temperature, top_k=k)
+    assert torch.allclose(first, last, atol=1e-12)
+
+
+def test_the_counterexample_of_the_issue() -> None:
+    # Probabilities (0.665, 0.245, 0.090) at tau = 1 and (0.867, 0.117, 0.016) at tau = 0.5.
+    at_one = kept_mask(COUNTEREXAMPLE, temperature=1.0, top_p=0.8)
+    at_half = kept_mask(COUNTEREXAMPLE, temperature=0.5, top_p=0.8)
+    assert at_one.tolist() == [True, True, False]
+    assert at_half.tolist() == [True, False, False]
+    # Temperature last: top-p sees tau = 1 whatever the temperature.
+    last = kept_mask(COUNTEREXAMPLE, temperature=0.5, top_p=0.8, temperature_last=True)
+    assert last.tolist() == [True, True, False]
+    assert bool(orders_disagree(COUNTEREXAMPLE, temperature=0.5, top_p=0.8))
+    assert not bool(orders_disagree(COUNTEREXAMPLE, temperature=1.0, top_p=0.8))
+
+
+def test_temperature_does_not_commute_with_top_p_on_random_rows() -> None:
+    logits = random_rows(4, scale=1.0)
+    for temperature in (0.5, 1.5):
+        assert bool(orders_disagree(logits, temperature=temperature, top_p=0.9).any())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    logits=st.lists(st.floats(-8, 8, allow_nan=False), min_size=2, max_size=12),
+    temperature=st.floats(0.05, 20),
+    p=st.floats(0.01, 1.0),
+)
+def test_cooler_first_keeps_a_subset_and_hotter_first_a_superset(logits, temperature, p) -> None:
+    row = torch.tensor(logits, dtype=torch.float64)
+    first = kept_mask(row, temperature=temperature, top_p=p)
+    last = kept_mask(row, temperature=temperature, top_p=p, temperature_last=True)
+    # Below 1 the temperature moves mass to the top, so every top prefix reaches p sooner; above
+    # 1 later. Both kept sets are prefixes of the same ranking, so sooner means a subset.
+    # (Near tau = 1 a prefix that holds p up to rounding could go either way: skipped.)
+    if temperature < 0.999:
+        assert not bool((first & ~last).any())
+    elif temperature > 1.001:
+        assert not bool((last & ~first).any())
+
+
+def test_kept_sets_are_top_prefixes_in_both_orders() -> None:
+    logits = random_rows(5, rows=50)
+    for temperature_last in (False, True):
+        kept = kept_mask(
+            logits, temperature=0.7, top_k=8, top_p=0.9, temperature_last=temperature_last
+        )
+        order = logits.argsort(dim=-1, descending=True)
+        sorted_kept = kept.gather(-1, order).int()
+        # A prefix: once a token is dropped, every lower one is dropped too.
+        assert bool((sorted_kept[:, 1:] <= sorted_kept[:, :-1]).all())
+        assert bool((kept.sum(dim=-1) <= 8).all())
+
+
+def test_kept_mask_rejects_a_non_bool_order_flag() -> None:
+    with pytest.raises(TypeError, match="temperature_last"):
+        kept_mask(COUNTEREXAMPLE, temperature=1.0, temperature_last="yes")
+
+
+# ----- temperature last ----------------------------------------------------------------------
+
+
+def test_temperature_last_by_hand() -> None:
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0], dtype=torch.float64)
+    probs = temperature_last_probs(logits, temperature=0.5, top_k=3, top_p=0.8)
+    # At tau = 1 top-k keeps three (0.665, 0.245, 0.090 renormalised); top-p 0.8 keeps two.
+    expected = torch.softmax(torch.tensor([3.0, 2.0]) / 0.5, dim=-1).double()
+    assert torch.allclose(probs[:2], expected) and probs[2:].tolist() == [0.0, 0.0]
+    # Temperature first keeps only one token there.
+    first = sampling_probs(logits, temperature=0.5, top_k=3, top_p=0.8)
+    assert first.tolist() == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_temperature_last_at_tau_one_is_the_sampler() -> None:
+    logits = random_rows(6, rows=20)
+    first = sampling_probs(logits, temperature=1.0, top_k=7, top_p=0.85)
+    last = temperature_last_probs(logits, temperature=1.0, top_k=7, top_p=0.85)
+    assert torch.allclose(first, last, atol=1e-12)
+
+
+def test_temperature_last_composes_the_library_filters() -> None:
+    logits = random_rows(7, rows=20)
+    expected = torch.softmax(filter_top_p(filter_top_k(logits, 5), 0.7) / 1.7, dim=-1)
+    got = temperature_last_probs(logits, temperature=1.7, top_k=5, top_p=0.7)
+    assert torch.allclose(got, expected, atol=1e-12)
+    assert torch.equal(
+        got > 0, kept_mask(logits, temperature=1.7, top_k=5, top_p=0.7, temperature_last=True)
+    )
+
+
+def test_temperature_last_leaves_its_input_alone() -> None:
+    logits = random_rows(8, rows=3)
+    before = logits.clone()
+    temperature_last_probs(logits, temperature=0.5, top_k=2, top_p=0.5)
+    stage_probs(logits, temperature=0.5, top_k=2, top_p=0.5)
+    assert torch.equal(logits, before)
+
+
+# ----- compare_orders ------------------------------------------------------------------------
+
+
+def test_compare_orders_counts_the_rows_that_differ() -> None:
+    logits = torch.stack([COUNTEREXAMPLE, COUNTEREXAMPLE * 10, torch.zeros(3, dtype=torch.float64)])
+    result = compare_orders(logits, temperature=0.5, top_p=0.8)
+    # Row 0 is the counterexample; row 1 is confident (one token either way); row 2 is flat,
+    # and a flat row stays flat at any temperature.
+    assert (result.steps, result.differ) == (3, 1)
+    assert result.share == pytest.approx(1 / 3)
+    assert result.kept_first == pytest.approx((1 + 1 + 3) / 3)
+    assert result.kept_last == pytest.approx((2 + 1 + 3) / 3)
+    assert (result.temperature, result.top_k, result.top_p) == (0.5, None, 0.8)
+
+
+def test_compare_orders_with_top_k_only_never_differs() -> None:
+    assert compare_orders(random_rows(9), temperature=0.3, top_k=4).differ == 0
+
+
+def test_compare_orders_needs_a_matrix_of_steps() -> None:
+    with pytest.raises(ValueError, match="steps"):
+        compare_orders(COUNTEREXAMPLE, temperature=0.5, top_p=0.8)
+
+
+# ----- draws ---------------------------------------------------------------------------------
+
+
+def test_draws_follow_the_final_distribution_and_the_seed() -> None:
+    logits = torch.tensor([2.0, 1.5, 1.0, 0.0, -1.0], dtype=torch.float64)
+    settings_ = {"temperature": 0.8, "top_k": 4, "top_p": 0.9}
+    counts = draw_counts(logits, n=20_000, generator=torch.Generator().manual_seed(0), **settings_)
+    final = sampling_probs(logits, **settings_)
+    assert int(counts.sum()) == 20_000
+    assert bool((counts[final == 0] == 0).all())
+    assert torch.allclose(counts.double() / 20_000, final, atol=0.01)
+    again = draw_counts(logits, n=20_000, generator=torch.Generator().manual_seed(0), **settings_)
+    assert torch.equal(counts, again)
+
+
+def test_draw_tokens_shape_and_bad_input() -> None:
+    tokens = draw_tokens(COUNTEREXAMPLE, n=7, temperature=1.0, generator=torch.Generator())
+    assert tokens.shape == (7,) and tokens.dtype == torch.int64
+    assert draw_tokens(COUNTEREXAMPLE, n=0, temperature=1.0).shape == (0,)
+    assert draw_counts(COUNTEREXAMPLE, n=0, temperature=1.0).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError, match="n must be"):
+        draw_tokens(COUNTEREXAMPLE, n=-1, temperature=1.0)
+    with pytest.raises(ValueError, match="one row"):
+        draw_tokens(COUNTEREXAMPLE.expand(2, -1), n=3, temperature=1.0)
+
+
+# ----- recorded generations ------------------------------------------------------------------
+
+
+def test_drawn_step_logits_and_contexts_follow_the_generation() -> None:
+    generation = generate(
+        StubModel(),
+        ["Once", "Lily"],
+        tokenizer=TOKENIZER,
+        max_new_tokens=12,
+        generator=torch.Generator().manual_seed(3),
+        record_logits=True,
+    )
+    rows = drawn_step_logits(generation)
+    lengths = [len(ids) for ids in generation.token_ids]
+    assert rows.shape == (sum(lengths), len(tinytales.ALPHABET))
+    assert torch.equal(rows[: lengths[0]], generation.logits[0, : lengths[0]])
+    contexts = drawn_step_contexts(generation, TOKENIZER, width=6)
+    assert len(contexts) == rows.shape[0]
+    assert contexts[0] == ("Once", TOKENIZER.decode(generation.token_ids[0][:1]))
+    second_row = contexts[lengths[0]]
+    assert second_row[0] == "Lily"
+    drawn = "".join(char for _, char in contexts[: lengths[0]])
+    assert drawn == TOKENIZER.decode(generation.token_ids[0])
+    assert all(len(before) <= 6 for before, _ in contexts)
+
+
+def test_drawn_step_logits_needs_recorded_logits() -> None:
+    plain = Generation(prompts=[""], texts=["a"], token_ids=[[1]], finished=[False])
+    with pytest.raises(ValueError, match="record_logits"):
+        drawn_step_logits(plain)
+    with pytest.raises(TypeError, match="Generation"):
+        drawn_step_logits("not a generation")
+
+
+def test_thread_count_is_restored_after_each_call() -> None:
+    before = torch.get_num_threads()
+    compare_orders(random_rows(10, rows=5), temperature=0.5, top_p=0.9)
+    assert torch.get_num_threads() == before
