@@ -1,0 +1,481 @@
+"""Measures of degenerate text, after Holtzman et al. 2020, and one table row per decoding method.
+
+The paper ("The Curious Case of Neural Text Degeneration", Table 1) compares decoding methods by
+the perplexity of their text, Self-BLEU-4, a Zipf coefficient and the share of generations that
+end in a repeating loop. This module computes those four, plus distinct-n, and what only a
+synthetic corpus can give: whether each generation is a valid TinyTales story and how probable
+its characters are under the true grammar.
+
+Definitions (the notebook states them too):
+
+- words: for BLEU, maximal runs of letters and single punctuation marks (``"Mia, hi."`` ->
+  ``Mia , hi .``); for the Zipf fit, runs of letters only, lower-cased.
+- perplexity: exp of the mean negative log-likelihood per token under the model, pooled over
+  every generated token of every generation (the end marker included where it was generated).
+- repetition: a generation *ends in a loop* when its last 50 characters (about two short
+  sentences) already occur earlier in it. A strictly periodic tail (`metrics.find_cycle`) long
+  enough is a special case; the looser rule also catches a decoder that alternates between two
+  stock sentences in no fixed order, which greedy decoding of the course model does.
+- BLEU-4: clipped n-gram precisions p_1..p_4 against the references (a hypothesis n-gram counts at
+  most as often as it occurs in the reference that has it most often), their geometric mean, times
+  the brevity penalty exp(1 - r / c) when the hypothesis length c is at most r, the reference
+  length closest to c (ties to the shorter). No smoothing: any p_n = 0 gives 0.
+- Self-BLEU-4: the mean, over generations, of BLEU-4 of one generation against all the others.
+- Zipf coefficient: s in frequency ~ rank**(-s), the negated least-squares slope of log frequency
+  against log rank over every distinct word.
+- truth: a generation is *valid* when prompt + text is a complete TinyTales story and the
+  generation ended there; *in grammar* when every generated token (the end too, if produced) has
+  a true probability above zero. Its true log-probability counts the tokens before its first
+  impossible one (all of them when in grammar); a method's value pools those tokens over all its
+  generations, so a generation that leaves the grammar counts up to its mistake and shows in the
+  in-grammar share.
+- entropy: how much choice each token had, in nats: under the sampling rule that drew it
+  (`sampling_entropy`, 0 for greedy) or under the true grammar (`truth_entropy`).
+
+Pure functions on strings and tensors, except `continuation_log_probs` (a batched forward pass of
+a model). Nothing here generates text (see `lessonlib.generation` and `lessonlib.beam_search`)
+or plots.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lessonlib import tinytales
+from lessonlib.distributions import entropy
+from lessonlib.generation import GENERATION_THREADS, Generation, LanguageModel, torch_threads
+from lessonlib.metrics import distinct_n
+from lessonlib.sampling import sampling_probs
+from lessonlib.scoring import truth_char_log_probs
+from lessonlib.tokenizer import CharTokenizer
+
+__all__ = [
+    "DegenerationRow",
+    "TruthScore",
+    "bleu",
+    "continuation_log_probs",
+    "ends_in_loop",
+    "format_table",
+    "generation_log_probs",
+    "loop_share",
+    "measure_decoding",
+    "perplexity",
+    "sampling_entropy",
+    "self_bleu",
+    "truth_entropy",
+    "truth_score",
+    "word_frequencies",
+    "word_tokens",
+    "zipf_coefficient",
+]
+
+_TOKEN = re.compile(r"[A-Za-z]+|[^\sA-Za-z]")
+_WORD = re.compile(r"[A-Za-z]+")
+
+
+def _check_texts(texts: object, *, name: str = "texts") -> list[str]:
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise TypeError(f"{name} must be a sequence of str, got {type(texts).__name__}")
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TypeError(f"{name}[{index}] must be a str, got {type(text).__name__}")
+    return list(texts)
+
+
+def _check_int(name: str, value: object, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def word_tokens(text: str) -> list[str]:
+    """BLEU's tokens: runs of letters and single punctuation marks, in order."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    return _TOKEN.findall(text)
+
+
+def word_frequencies(texts: Sequence[str]) -> Counter[str]:
+    """How often each lower-cased word (run of letters) occurs, pooled over `texts`."""
+    counts: Counter[str] = Counter()
+    for text in _check_texts(texts):
+        counts.update(word.lower() for word in _WORD.findall(text))
+    return counts
+
+
+def ends_in_loop(text: str, *, window: int = 50) -> bool:
+    """True if the last `window` characters of `text` already occur earlier in it (overlap allowed)."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    _check_int("window", window, 1)
+    if len(text) <= window:
+        return False
+    # The first occurrence of the tail starts before the tail itself iff it occurred earlier.
+    return text.find(text[-window:]) < len(text) - window
+
+
+def loop_share(texts: Sequence[str], *, window: int = 50) -> float:
+    """Share of `texts` that end in a loop (see `ends_in_loop`); 0.0 for no texts."""
+    texts = _check_texts(texts)
+    return sum(ends_in_loop(t, window=window) for t in texts) / len(texts) if texts else 0.0
+
+
+def _ngrams(tokens: Sequence[str], n: int) -> Counter[tuple[str, ...]]:
+    return Counter(tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1))
+
+
+def _bleu_from_counts(
+    hypothesis_length: int,
+    clipped: Sequence[int],
+    totals: Sequence[int],
+    reference_lengths: Sequence[int],
+) -> float:
+    """BLEU from per-order clipped matches and totals (the module docstring's formula)."""
+    if hypothesis_length == 0 or any(t == 0 or c == 0 for c, t in zip(clipped, totals)):
+        return 0.0
+    log_precision = sum(math.log(c / t) for c, t in zip(clipped, totals)) / len(totals)
+    # The closest reference length; on a tie the shorter one (as NLTK's sentence_bleu does).
+    closest = min(reference_lengths, key=lambda r: (abs(r - hypothesis_length), r))
+    brevity = 0.0 if hypothesis_length > closest else 1.0 - closest / hypothesis_length
+    return math.exp(brevity + log_precision)
+
+
+def bleu(
+    hypothesis: Sequence[str], references: Sequence[Sequence[str]], *, max_n: int = 4
+) -> float:
+    """Sentence BLEU-max_n of a token list against reference token lists (0 = nothing shared)."""
+    _check_int("max_n", max_n, 1)
+    if isinstance(hypothesis, str) or any(isinstance(r, str) for r in references):
+        raise TypeError("hypothesis and each reference must be token lists (see word_tokens)")
+    if not references:
+        raise ValueError("references must hold at least one token list, got none")
+    clipped, totals = [], []
+    for n in range(1, max_n + 1):
+        counts = _ngrams(hypothesis, n)
+        most: Counter[tuple[str, ...]] = Counter()
+        for reference in references:
+            most |= _ngrams(reference, n)  # | keeps the larger count of each n-gram
+        clipped.append(sum(min(c, most[g]) for g, c in counts.items()))
+        totals.append(sum(counts.values()))
+    return _bleu_from_counts(len(hypothesis), clipped, totals, [len(r) for r in references])
+
+
+def self_bleu(texts: Sequence[str], *, max_n: int = 4) -> float:
+    """Mean over `texts` of BLEU-max_n of each text (word_tokens) against all the others."""
+    texts = _check_texts(texts)
+    _check_int("max_n", max_n, 1)
+    if len(texts) < 2:
+        raise ValueError(
+            f"texts must hold at least 2 texts (one needs references), got {len(texts)}"
+        )
+    tokens = [word_tokens(t) for t in texts]
+    counts = [[_ngrams(words, n) for n in range(1, max_n + 1)] for words in tokens]
+    # For each n-gram keep the two largest counts over texts and who holds the largest, so that
+    # "the most any *other* text has" costs one lookup instead of a pass over every reference.
+    best: list[dict[tuple[str, ...], tuple[int, int, int]]] = [{} for _ in range(max_n)]
+    for index, per_order in enumerate(counts):
+        for order, grams in enumerate(per_order):
+            for gram, count in grams.items():
+                top, holder, second = best[order].get(gram, (0, -1, 0))
+                if count > top:
+                    best[order][gram] = (count, index, top)
+                elif count > second:
+                    best[order][gram] = (top, holder, count)
+    lengths = [len(words) for words in tokens]
+    scores = []
+    for index, per_order in enumerate(counts):
+        clipped, totals = [], []
+        for order, grams in enumerate(per_order):
+            matched = 0
+            for gram, count in grams.items():
+                top, holder, second = best[order][gram]
+                matched += min(count, second if holder == index else top)
+            clipped.append(matched)
+            totals.append(sum(grams.values()))
+        others = lengths[:index] + lengths[index + 1 :]
+        scores.append(_bleu_from_counts(lengths[index], clipped, totals, others))
+    return sum(scores) / len(scores)
+
+
+def zipf_coefficient(frequencies: Mapping[str, float] | Sequence[float]) -> float:
+    """s of frequency ~ rank**(-s): minus the least-squares slope of log frequency on log rank."""
+    values = list(frequencies.values()) if isinstance(frequencies, Mapping) else list(frequencies)
+    if len(values) < 2:
+        raise ValueError(
+            f"frequencies must hold at least 2 values to fit a slope, got {len(values)}"
+        )
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 for v in values):
+        raise ValueError(f"frequencies must be positive numbers, got {values[:10]!r}")
+    ranked = sorted(values, reverse=True)
+    x = [math.log(rank) for rank in range(1, len(ranked) + 1)]
+    y = [math.log(value) for value in ranked]
+    mean_x, mean_y = sum(x) / len(x), sum(y) / len(y)
+    covariance = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y))
+    variance = sum((a - mean_x) ** 2 for a in x)
+    return -covariance / variance
+
+
+def perplexity(log_probs: Sequence[float], token_counts: Sequence[int]) -> float:
+    """exp(-sum(log_probs) / sum(token_counts)): per-token perplexity pooled over sequences."""
+    if len(log_probs) != len(token_counts):
+        raise ValueError(
+            f"log_probs and token_counts must have equal lengths, got {len(log_probs)} and "
+            f"{len(token_counts)}"
+        )
+    count = sum(token_counts)
+    if any(c < 0 for c in token_counts) or count == 0:
+        raise ValueError(f"token_counts must be >= 0 with a positive sum, got {list(token_counts)}")
+    return math.exp(-math.fsum(log_probs) / count)
+
+
+def _live_logits(generation: Generation) -> Tensor:
+    """The recorded logits (steps, V) of every generated token of every row, rows in order."""
+    if not isinstance(generation, Generation):
+        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
+    if generation.logits is None:
+        raise ValueError("generation has no logits; generate it with record_logits=True")
+    rows = [generation.logits[row, : len(ids)] for row, ids in enumerate(generation.token_ids)]
+    return torch.cat(rows)
+
+
+def generation_log_probs(generation: Generation) -> list[Tensor]:
+    """float64 log P of each generated token (end marker included) from the recorded logits.
+
+    These are the raw model's probabilities (temperature 1, nothing filtered), whatever rule drew
+    the tokens; `generate(..., record_logits=True)` records the logits, so no second pass is needed.
+    """
+    ids = torch.tensor([token for row in generation.token_ids for token in row], dtype=torch.long)
+    with torch_threads(GENERATION_THREADS):
+        steps = torch.log_softmax(_live_logits(generation).to(torch.float64), dim=-1)
+        scores = steps.gather(-1, ids[:, None])[:, 0]
+    return list(scores.split([len(row) for row in generation.token_ids]))
+
+
+@torch.inference_mode()
+def continuation_log_probs(
+    model: LanguageModel,
+    prompts: Sequence[str],
+    texts: Sequence[str],
+    *,
+    tokenizer: CharTokenizer,
+    finished: Sequence[bool],
+    batch_size: int = 32,
+) -> list[Tensor]:
+    """float64 log P(token | start marker + prompt + text before it) of each text's tokens.
+
+    The tokens of `texts[i]` are its characters, then the end marker where `finished[i]`. Texts
+    are scored in batches of `batch_size`, right-padded (causal attention never looks at the
+    padding on the right), one forward pass per batch.
+    """
+    prompts, texts = _check_texts(prompts, name="prompts"), _check_texts(texts)
+    _check_int("batch_size", batch_size, 1)
+    if not len(prompts) == len(texts) == len(finished):
+        raise ValueError(
+            f"prompts, texts and finished must have equal lengths, got {len(prompts)}, "
+            f"{len(texts)} and {len(finished)}"
+        )
+    end = tokenizer.boundary_id
+    rows = []
+    for index, (prompt, text, done) in enumerate(zip(prompts, texts, finished)):
+        ids = [end, *tokenizer.encode(prompt), *tokenizer.encode(text)] + [end] * bool(done)
+        if len(ids) - 1 > model.block_size:
+            raise ValueError(
+                f"prompts[{index}] + texts[{index}] must fit in the model's context: "
+                f"{len(ids) - 1} tokens, more than block_size={model.block_size}"
+            )
+        rows.append((ids, len(prompt)))
+    scores: list[Tensor] = []
+    with torch_threads(GENERATION_THREADS):
+        for first in range(0, len(rows), batch_size):
+            chunk = rows[first : first + batch_size]
+            width = max(len(ids) for ids, _ in chunk) - 1
+            tokens = torch.full((len(chunk), width + 1), end, dtype=torch.long)
+            for row, (ids, _) in enumerate(chunk):
+                tokens[row, : len(ids)] = torch.tensor(ids)
+            if width == 0:
+                scores += [torch.zeros(0, dtype=torch.float64) for _ in chunk]
+                continue
+            logits = model(tokens[:, :-1]).to(torch.float64)
+            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]
+            # Target t + 1 is predicted at position t; the continuation's targets start after
+            # the start marker and the prompt.
+            scores += [
+                log_probs[row, start : len(ids) - 1] for row, (ids, start) in enumerate(chunk)
+            ]
+    return scores
+
+
+@dataclass(frozen=True)
+class TruthScore:
+    """What TinyTales says about one continuation of a prompt."""
+
+    valid: bool  # prompt + text is a complete story and the generation ended there
+    in_grammar: bool  # every generated token (the end too, if produced) is possible
+    possible_tokens: int  # generated tokens before the first impossible one (all if in_grammar)
+    log_prob: float  # true log-probability of those possible tokens (finite)
+
+    @property
+    def log_prob_per_char(self) -> float:
+        """Mean true log-probability of the possible tokens; NaN if there are none."""
+        return self.log_prob / self.possible_tokens if self.possible_tokens else math.nan
+
+
+def truth_score(prompt: str, text: str, *, finished: bool) -> TruthScore:
+    """Score the continuation `text` of `prompt` (its end too, if `finished`) under TinyTales."""
+    if not isinstance(prompt, str) or not isinstance(text, str):
+        raise TypeError("prompt and text must be str")
+    if tinytales.END in prompt + text:
+        raise ValueError("prompt and text must not contain END; pass finished=True instead")
+    # Once a text leaves the grammar every later score is -inf, so an impossible prompt shows
+    # up as an impossible first generated token.
+    scores = truth_char_log_probs(prompt + text, end=bool(finished))[len(prompt) :]
+    finite = torch.isfinite(scores)
+    possible = int(finite.sum())
+    in_grammar = possible == len(scores) and (
+        len(scores) > 0 or tinytales.longest_possible_prefix(prompt) == len(prompt)
+    )
+    return TruthScore(
+        valid=in_grammar and bool(finished),
+        in_grammar=in_grammar,
+        possible_tokens=possible,
+        log_prob=float(scores[:possible].sum()),
+    )
+
+
+def truth_entropy(prompts: Sequence[str], texts: Sequence[str], finished: Sequence[bool]) -> float:
+    """Mean entropy (nats) of the true next-character distribution at each generated token.
+
+    How much choice the grammar itself leaves per character along these continuations (the end
+    counts as a token where `finished`). Every prompt + text must be possible under TinyTales.
+    """
+    prompts, texts = _check_texts(prompts, name="prompts"), _check_texts(texts)
+    if not len(prompts) == len(texts) == len(finished):
+        raise ValueError(
+            f"prompts, texts and finished must have equal lengths, got {len(prompts)}, "
+            f"{len(texts)} and {len(finished)}"
+        )
+    total, count = 0.0, 0
+    for prompt, text, done in zip(prompts, texts, finished):
+        distributions = tinytales.next_char_distributions(prompt + text)
+        steps = distributions[len(prompt) : len(prompt) + len(text) + bool(done)]
+        total += sum(-sum(q * math.log(q) for q in d.values()) for d in steps)
+        count += len(steps)
+    if count == 0:
+        raise ValueError("texts hold no generated token at all; entropy needs at least one")
+    return total / count
+
+
+def sampling_entropy(
+    generation: Generation,
+    *,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> float:
+    """Mean entropy (nats) of the distributions the generated tokens were drawn from.
+
+    The recorded logits go through the same sampling rule (`sampling.sampling_probs`) that drew
+    the tokens: how much randomness the decoder injected per token; 0 for greedy decoding.
+    """
+    steps = _live_logits(generation).double()
+    # Small tensors: one thread avoids hand-off costs that dominate on a shared machine.
+    with torch_threads(GENERATION_THREADS):
+        probs = sampling_probs(steps, temperature=temperature, top_k=top_k, top_p=top_p)
+        return float(entropy(probs).mean())
+
+
+@dataclass(frozen=True)
+class DegenerationRow:
+    """One decoding method's line of the degeneration table."""
+
+    method: str
+    generations: int  # number of generations measured
+    perplexity: float  # under the model, pooled per token (see `perplexity`)
+    self_bleu: float  # Self-BLEU-4 over all the generations (0 = diverse, 1 = identical)
+    zipf: float  # fitted Zipf coefficient s of the word frequencies
+    repetition: float  # share of generations that end in a loop (see `ends_in_loop`)
+    distinct: float  # distinct word n-grams / all word n-grams, pooled (metrics.distinct_n)
+    valid: float  # share of generations that are complete valid TinyTales stories
+    in_grammar: float  # share whose every generated character is possible under the grammar
+    true_log_prob: float  # true log P per token, pooled over the tokens before any first mistake
+
+
+def measure_decoding(
+    method: str,
+    prompts: Sequence[str],
+    texts: Sequence[str],
+    finished: Sequence[bool],
+    *,
+    log_probs: Sequence[float],
+    distinct_order: int = 4,
+) -> DegenerationRow:
+    """Every measure of this module for one method's continuations `texts` of `prompts`.
+
+    `log_probs[i]` is the model's total log-probability of text i's tokens (its characters, and
+    the end marker where `finished[i]`), e.g. summed from `generation_log_probs`.
+    """
+    prompts, texts = _check_texts(prompts, name="prompts"), _check_texts(texts)
+    if not len(prompts) == len(texts) == len(finished) == len(log_probs):
+        raise ValueError(
+            "prompts, texts, finished and log_probs must have equal lengths, got "
+            f"{len(prompts)}, {len(texts)}, {len(finished)} and {len(log_probs)}"
+        )
+    truths = [truth_score(p, t, finished=f) for p, t, f in zip(prompts, texts, finished)]
+    token_counts = [len(text) + bool(done) for text, done in zip(texts, finished)]
+    return DegenerationRow(
+        method=method,
+        generations=len(texts),
+        perplexity=perplexity(log_probs, token_counts),
+        self_bleu=self_bleu(texts),
+        zipf=zipf_coefficient(word_frequencies(texts)),
+        repetition=loop_share(texts),
+        distinct=distinct_n(texts, n=distinct_order),
+        valid=sum(t.valid for t in truths) / len(truths),
+        in_grammar=sum(t.in_grammar for t in truths) / len(truths),
+        true_log_prob=_pooled_truth(truths),
+    )
+
+
+def _pooled_truth(truths: Sequence[TruthScore]) -> float:
+    """Total true log-probability of the possible tokens over their number; NaN if none."""
+    count = sum(t.possible_tokens for t in truths)
+    return math.fsum(t.log_prob for t in truths) / count if count else math.nan
+
+
+def format_table(
+    rows: Sequence[DegenerationRow], *, paper: Mapping[str, Mapping[str, float]] | None = None
+) -> str:
+    """The rows as a fixed-width text table; with `paper`, the paper's four values beside ours.
+
+    `paper` maps a row's method to {"perplexity", "self_bleu", "zipf", "repetition"} (repetition
+    in percent, as the paper prints it); methods it lacks show "-".
+    """
+    head = f"{'method':<16}{'n':>4}{'ppl':>8}{'Self-BLEU4':>12}{'Zipf':>7}{'loop %':>8}"
+    head += f"{'dist-4':>8}{'valid %':>9}{'in-gram %':>10}{'true nats/ch':>13}"
+    if paper is not None:
+        head += "  | paper: ppl  S-BLEU4  Zipf  loop %"
+    lines = [head, "-" * len(head)]
+    for row in rows:
+        line = (
+            f"{row.method:<16}{row.generations:>4}{row.perplexity:>8.3f}{row.self_bleu:>12.2f}"
+            f"{row.zipf:>7.2f}{100 * row.repetition:>8.1f}{row.distinct:>8.2f}"
+            f"{100 * row.valid:>9.1f}{100 * row.in_grammar:>10.1f}{row.true_log_prob:>13.3f}"
+        )
+        if paper is not None:
+            ref = paper.get(row.method)
+            if ref is None:
+                line += f"  | {'-':>10}{'-':>9}{'-':>6}{'-':>8}"
+            else:
+                line += (
+                    f"  | {ref['perplexity']:>10.2f}{ref['self_bleu']:>9.2f}"
+                    f"{ref['zipf']:>6.2f}{ref['repetition']:>8.2f}"
+                )
+        lines.append(line)
+    return "\n".join(lines)
