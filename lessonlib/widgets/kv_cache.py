@@ -14,9 +14,6 @@ never displays anything; show it as a cell's last expression. Tests drive it hea
 
 from __future__ import annotations
 
-import functools
-import itertools
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -28,33 +25,19 @@ from matplotlib.patches import Rectangle
 
 from lessonlib.model import GPT
 from lessonlib.tokenizer import CharTokenizer
-from lessonlib.widgets.canvas import Canvas, FigureManager
 from lessonlib.widgets.kv_cache_state import (
     DEFAULT_DIMS,
     DEFAULT_TEXT,
     KVCacheStepperState,
     from_model,
 )
+from lessonlib.widgets.view import reported, widget_canvas
 
 __all__ = ["KVCacheStepper"]
 
 NEWEST_COLOR = "#d4a017"  # gold: the row this step computes for the new token
 RECOMPUTED_COLOR = "#e6553a"  # coral: an old row recomputed because the cache is off
 EMPTY_COLOR = "#ececec"  # cells of tokens that have not arrived yet
-
-_figure_numbers = itertools.count(1)
-
-
-def _reported(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a callback inside the view's Output widget, so that a traceback shows there."""
-
-    @functools.wraps(method)
-    def wrapper(self: KVCacheStepper, *args: Any, **kwargs: Any) -> Any:
-        # In a kernel the Output widget shows and swallows the error; without one it propagates.
-        with self.output:
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 class KVCacheStepper:
@@ -129,15 +112,7 @@ class KVCacheStepper:
         state = self.state
         rows, dims = state.keys.shape
         self.figure = Figure(figsize=(8, 0.9 + 0.28 * rows), layout="constrained")
-        self.canvas = Canvas(self.figure)
-        with warnings.catch_warnings():
-            # ipympl 0.10's Toolbar hands its canvas on to traitlets, which warns; harmless.
-            warnings.filterwarnings("ignore", "Passing unrecognized arguments", DeprecationWarning)
-            FigureManager(self.canvas, next(_figure_numbers))  # handles the front end's messages
-        self.canvas.toolbar_visible = False
-        self.canvas.header_visible = False
-        self.canvas.footer_visible = False
-        self.canvas.resizable = False
+        self.canvas = widget_canvas(self.figure)
         colormap = colormaps["RdBu_r"].with_extremes(bad=EMPTY_COLOR)
         self.axes = self.figure.subplots(1, 2, sharey=True)
         self.images = []
@@ -199,26 +174,26 @@ class KVCacheStepper:
 
     # Transitions: one per control event, then one render.
 
-    @_reported
+    @reported
     def _on_step(self, change: dict[str, Any]) -> None:
         self.state = self.state.set_step(change["new"])
         self.render()
 
-    @_reported
+    @reported
     def _on_cache(self, change: dict[str, Any]) -> None:
         self.state = self.state.set_cache(change["new"])
         self.render()
 
-    @_reported
+    @reported
     def _on_next(self, _button: widgets.Button) -> None:
         # Through the slider, so that slider and state never disagree and render runs once.
         self.step_slider.value = self.state.forward().step
 
-    @_reported
+    @reported
     def _on_back(self, _button: widgets.Button) -> None:
         self.step_slider.value = self.state.back().step
 
-    @_reported
+    @reported
     def _on_reset(self, _button: widgets.Button) -> None:
         self.state = self.state.reset()
         # The controls catch up without firing their observers, then one render.

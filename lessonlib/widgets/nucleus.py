@@ -13,9 +13,6 @@ under it says how many tokens and how much mass the rest hold (top-p is computed
 
 from __future__ import annotations
 
-import functools
-import itertools
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +23,6 @@ from matplotlib.patches import Patch
 
 from lessonlib.generation import LanguageModel
 from lessonlib.tokenizer import CharTokenizer
-from lessonlib.widgets.canvas import Canvas, FigureManager
 from lessonlib.widgets.nucleus_state import (
     DEFAULT_P,
     GPT_SOURCE,
@@ -35,6 +31,7 @@ from lessonlib.widgets.nucleus_state import (
     from_model,
     initial_state,
 )
+from lessonlib.widgets.view import reported, widget_canvas
 
 __all__ = ["DEFAULT_PROMPT", "MAX_BARS", "NucleusExplorer"]
 
@@ -48,20 +45,6 @@ MASKED_COLOR = "#c9c9c9"
 CUMULATIVE_COLOR = "#1b9e77"
 P_LINE_COLOR = "#d4a017"
 RENORMALISED_COLOR = "#e6553a"
-
-_figure_numbers = itertools.count(1)
-
-
-def _reported(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a callback inside the view's Output widget, so that a traceback shows there."""
-
-    @functools.wraps(method)
-    def wrapper(self: NucleusExplorer, *args: Any, **kwargs: Any) -> Any:
-        # In a kernel the Output widget shows and swallows the error; without one it propagates.
-        with self.output:
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 class NucleusExplorer:
@@ -146,16 +129,7 @@ class NucleusExplorer:
 
     def _build_figure(self) -> None:
         self.figure = Figure(figsize=(8, 3.8), layout="constrained")
-        self.canvas = Canvas(self.figure)
-        with warnings.catch_warnings():
-            # ipympl 0.10's Toolbar hands its canvas on to traitlets, which warns; harmless.
-            warnings.filterwarnings("ignore", "Passing unrecognized arguments", DeprecationWarning)
-            FigureManager(self.canvas, next(_figure_numbers))  # handles the front end's messages
-        # No pan/zoom toolbar: a press on the axes belongs to the p line.
-        self.canvas.toolbar_visible = False
-        self.canvas.header_visible = False
-        self.canvas.footer_visible = False
-        self.canvas.resizable = False
+        self.canvas = widget_canvas(self.figure)
         self.ax = ax = self.figure.add_subplot()
         self.bars = ax.bar(range(MAX_BARS), [0.0] * MAX_BARS, width=0.8, color=KEPT_COLOR)
         (self.cumulative_line,) = ax.plot(
@@ -252,17 +226,17 @@ class NucleusExplorer:
         # Through the slider, so that slider and line never disagree and render runs once.
         self.p_slider.value = min(max(round(float(y), 2), P_MIN), 1.0)
 
-    @_reported
+    @reported
     def _on_p(self, change: dict[str, Any]) -> None:
         self.state = self.state.set_p(change["new"])
         self.render()
 
-    @_reported
+    @reported
     def _on_source(self, change: dict[str, Any]) -> None:
         self.state = self.state.set_distribution(change["new"])
         self.render()
 
-    @_reported
+    @reported
     def _on_prompt(self, change: dict[str, Any]) -> None:
         if self.model is None:
             return
@@ -278,7 +252,7 @@ class NucleusExplorer:
         else:
             self.source.value = GPT_SOURCE  # its observer switches the state and renders
 
-    @_reported
+    @reported
     def _on_reset(self, _button: widgets.Button) -> None:
         self.state = self.state.reset()
         # The controls catch up without firing their observers, then one render.
@@ -296,18 +270,18 @@ class NucleusExplorer:
 
     # Mouse: a press on the axes puts the p line there and starts a drag; release ends it.
 
-    @_reported
+    @reported
     def _on_press(self, event: Any) -> None:
         if event.inaxes is not self.ax or event.button != 1 or event.ydata is None:
             return
         self._dragging = True
         self.drag_p_line(event.ydata)
 
-    @_reported
+    @reported
     def _on_motion(self, event: Any) -> None:
         if self._dragging and event.inaxes is self.ax and event.ydata is not None:
             self.drag_p_line(event.ydata)
 
-    @_reported
+    @reported
     def _on_release(self, _event: Any) -> None:
         self._dragging = False

@@ -14,11 +14,7 @@ it headless by setting control values and calling `.click()` on the buttons.
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
-import warnings
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -27,7 +23,6 @@ from matplotlib.patches import Patch
 
 from lessonlib.generation import LanguageModel
 from lessonlib.tokenizer import CharTokenizer
-from lessonlib.widgets.canvas import Canvas, FigureManager
 from lessonlib.widgets.pipeline_state import (
     GPT_SOURCE,
     MAX_DRAWS,
@@ -36,6 +31,7 @@ from lessonlib.widgets.pipeline_state import (
     initial_state,
     source_from_model,
 )
+from lessonlib.widgets.view import reported, widget_canvas
 
 __all__ = ["DEFAULT_DRAWS", "DEFAULT_PROMPT", "MAX_BARS", "PipelineViewer"]
 
@@ -49,20 +45,6 @@ BAR_COLOR = "#2a7ab0"
 OUTLINE_COLOR = "#555555"
 DRAW_COLOR = "#e6553a"
 LAST_DRAW_COLOR = "#8c1c0b"
-
-_figure_numbers = itertools.count(1)
-
-
-def _reported(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a callback inside the view's Output widget, so that a traceback shows there."""
-
-    @functools.wraps(method)
-    def wrapper(self: PipelineViewer, *args: Any, **kwargs: Any) -> Any:
-        # In a kernel the Output widget shows and swallows the error; without one it propagates.
-        with self.output:
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 class PipelineViewer:
@@ -171,15 +153,7 @@ class PipelineViewer:
 
     def _build_figure(self) -> None:
         self.figure = Figure(figsize=(8.5, 7.2), layout="constrained")
-        self.canvas = Canvas(self.figure)
-        with warnings.catch_warnings():
-            # ipympl 0.10's Toolbar hands its canvas on to traitlets, which warns; harmless.
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="traitlets")
-            FigureManager(self.canvas, next(_figure_numbers))  # handles the front end's messages
-        self.canvas.toolbar_visible = False
-        self.canvas.header_visible = False
-        self.canvas.footer_visible = False
-        self.canvas.resizable = False
+        self.canvas = widget_canvas(self.figure)
         self.axes = self.figure.subplots(4, 1, sharex=True, sharey=True)
 
     def _build_artists(self, shown: int) -> None:
@@ -300,12 +274,12 @@ class PipelineViewer:
 
     # ----- control callbacks: one transition each ------------------------------------------------
 
-    @_reported
+    @reported
     def _on_source(self, change: dict[str, Any]) -> None:
         if not self._syncing:
             self._update(self.state.set_source(change["new"]))
 
-    @_reported
+    @reported
     def _on_prompt(self, change: dict[str, Any]) -> None:
         if self._syncing or self.model is None:
             return
@@ -317,27 +291,27 @@ class PipelineViewer:
             return
         self._update(self.state.with_source(source))
 
-    @_reported
+    @reported
     def _on_temperature(self, change: dict[str, Any]) -> None:
         if not self._syncing:
             self._update(self.state.set_temperature(float(change["new"])))
 
-    @_reported
+    @reported
     def _on_top_k(self, change: dict[str, Any]) -> None:
         if not self._syncing:
             # The slider's right end (k = V) is "off".
             self._update(self.state.set_top_k(int(change["new"])))
 
-    @_reported
+    @reported
     def _on_top_p(self, change: dict[str, Any]) -> None:
         if not self._syncing:
             # The slider's right end (p = 1) is "off".
             self._update(self.state.set_top_p(round(float(change["new"]), 2)))
 
-    @_reported
+    @reported
     def _on_draw(self, _button: widgets.Button) -> None:
         self._update(self.state.draw(int(self.draws_box.value)))
 
-    @_reported
+    @reported
     def _on_reset(self, _button: widgets.Button) -> None:
         self._update(self.state.reset())

@@ -28,6 +28,7 @@ from torch import Tensor
 from lessonlib.generation import LanguageModel, prompt_logits
 from lessonlib.pipeline_order import StageProbs, draw_tokens, kept_mask, stage_probs
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.widgets.state import same_state
 
 __all__ = [
     "COUNTEREXAMPLE_LOGITS",
@@ -357,24 +358,7 @@ class PipelineViewerState:
 
     def same_as(self, other: PipelineViewerState) -> bool:
         """True when both states hold the same values (tensors compared exactly)."""
-        if not isinstance(other, PipelineViewerState):
-            return False
-        for field in dataclasses.fields(self):
-            mine, theirs = getattr(self, field.name), getattr(other, field.name)
-            if isinstance(mine, Tensor) or isinstance(theirs, Tensor):
-                if not (
-                    isinstance(mine, Tensor)
-                    and isinstance(theirs, Tensor)
-                    and mine.shape == theirs.shape
-                    and torch.equal(mine, theirs)
-                ):
-                    return False
-            elif field.name == "sources":
-                if set(mine) != set(theirs) or any(mine[k] is not theirs[k] for k in mine):
-                    return False
-            elif mine != theirs:
-                return False
-        return True
+        return same_state(self, other, by_identity=("sources",))
 
 
 def initial_state(

@@ -15,11 +15,7 @@ calling `.click()` on buttons, calling `drag_bar(index, q)`, or feeding the canv
 
 from __future__ import annotations
 
-import functools
-import itertools
 import math
-import warnings
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -31,8 +27,8 @@ from matplotlib.patches import Patch
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY
 from lessonlib.generation import LanguageModel
 from lessonlib.tokenizer import CharTokenizer
-from lessonlib.widgets.canvas import Canvas, FigureManager
 from lessonlib.widgets.temperature_state import MAX_SAMPLES, TemperatureExplorerState
+from lessonlib.widgets.view import reported, widget_canvas
 
 __all__ = ["DEFAULT_PROMPT", "SOURCES", "TemperatureExplorer"]
 
@@ -46,20 +42,6 @@ BAR_COLOR = "#7aa6c2"
 ARGMAX_COLOR = "#1f4e79"
 TRUTH_COLOR = "#333333"
 SAMPLE_COLOR = "#e6553a"  # coral ticks, as in the source lesson
-
-_figure_numbers = itertools.count(1)
-
-
-def _reported(method: Callable[..., Any]) -> Callable[..., Any]:
-    """Run a callback inside the view's Output widget, so that a traceback shows there."""
-
-    @functools.wraps(method)
-    def wrapper(self: TemperatureExplorer, *args: Any, **kwargs: Any) -> Any:
-        # In a kernel the Output widget shows and swallows the error; without one it propagates.
-        with self.output:
-            return method(self, *args, **kwargs)
-
-    return wrapper
 
 
 def _tick_label(label: str) -> str:
@@ -98,15 +80,7 @@ class TemperatureExplorer:
         self.state = self._load_state()
 
         self.figure = Figure(figsize=(9, 3.6), layout="constrained")
-        self.canvas = Canvas(self.figure)
-        # The manager wires ipympl's front-end messages (mouse, resize) to the canvas. Its
-        # toolbar hands the canvas on to traitlets, which warns about it; the warning is ipympl's.
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module="traitlets")
-            self.manager = FigureManager(self.canvas, next(_figure_numbers))
-        self.canvas.header_visible = False
-        self.canvas.toolbar_visible = False  # no pan/zoom modes that would swallow the drags
-        self.canvas.resizable = False
+        self.canvas = widget_canvas(self.figure)
         self.axes = self.figure.add_subplot()
         self._bars_for = -1  # vocabulary size the current artists were built for
         self.canvas.mpl_connect("button_press_event", self._on_press)
@@ -354,13 +328,13 @@ class TemperatureExplorer:
 
     # ----- control callbacks ---------------------------------------------------------------
 
-    @_reported
+    @reported
     def _on_source(self, change: dict) -> None:
         if self._syncing:
             return
         self._update(self._load_state())
 
-    @_reported
+    @reported
     def _on_context(self, change: dict) -> None:
         if self._syncing:
             return
@@ -372,7 +346,7 @@ class TemperatureExplorer:
         # A new context keeps the sampler settings; only the distribution changes.
         self._update(state.set_top_k(self.state.top_k))
 
-    @_reported
+    @reported
     def _on_temperature(self, change: dict) -> None:
         if self._syncing:
             return
@@ -384,19 +358,19 @@ class TemperatureExplorer:
             self._syncing = False
         self._update(self.state.set_temperature(float(change["new"])))
 
-    @_reported
+    @reported
     def _on_greedy(self, change: dict) -> None:
         if self._syncing:
             return
         self._update(self.state.set_temperature(self._temperature()))
 
-    @_reported
+    @reported
     def _on_top_k(self, change: dict) -> None:
         if self._syncing:
             return
         self._update(self.state.set_top_k(int(change["new"])))
 
-    @_reported
+    @reported
     def _on_bar_choice(self, change: dict) -> None:
         if self._syncing or change["new"] is None:
             return
@@ -406,17 +380,17 @@ class TemperatureExplorer:
         finally:
             self._syncing = False
 
-    @_reported
+    @reported
     def _on_probability(self, change: dict) -> None:
         if self._syncing:
             return
         self.drag_bar(self.bar_dropdown.value, float(change["new"]))
 
-    @_reported
+    @reported
     def _on_sample(self, button: widgets.Button) -> None:
         self._update(self.state.sample(int(self.draws_box.value)))
 
-    @_reported
+    @reported
     def _on_reset(self, button: widgets.Button) -> None:
         self._syncing = True
         try:
@@ -440,7 +414,7 @@ class TemperatureExplorer:
         _, y = self.axes.transData.inverted().transform((event.x, event.y))
         return float(y)
 
-    @_reported
+    @reported
     def _on_press(self, event: MouseEvent) -> None:
         if event.button != MouseButton.LEFT:
             return
@@ -450,12 +424,12 @@ class TemperatureExplorer:
         self._dragging = index
         self.drag_bar(index, self._height_at(event))
 
-    @_reported
+    @reported
     def _on_motion(self, event: MouseEvent) -> None:
         if self._dragging is not None:
             self.drag_bar(self._dragging, self._height_at(event))
 
-    @_reported
+    @reported
     def _on_release(self, event: MouseEvent) -> None:
         if self._dragging is not None:
             self._dragging = None

@@ -35,6 +35,7 @@ from lessonlib.distributions import entropy
 from lessonlib.generation import LanguageModel, prompt_logits
 from lessonlib.sampling import filter_top_k, sample_next, sampling_probs
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.widgets.state import same_state
 
 __all__ = ["MAX_SAMPLES", "TemperatureExplorerState"]
 
@@ -340,21 +341,7 @@ class TemperatureExplorerState:
 
     def same_as(self, other: TemperatureExplorerState) -> bool:
         """True when both states hold the same values (tensors compared exactly)."""
-        if not isinstance(other, TemperatureExplorerState):
-            return False
-        for field in dataclasses.fields(self):
-            mine, theirs = getattr(self, field.name), getattr(other, field.name)
-            if isinstance(mine, Tensor) or isinstance(theirs, Tensor):
-                if not (
-                    isinstance(mine, Tensor)
-                    and isinstance(theirs, Tensor)
-                    and mine.shape == theirs.shape
-                    and torch.equal(mine, theirs)
-                ):
-                    return False
-            elif mine != theirs:
-                return False
-        return True
+        return same_state(self, other)
 
 
 def tinytales_truth(prompt: str, chars: str) -> list[float] | None:

@@ -1,0 +1,62 @@
+"""What every widget view shares: an ipympl canvas for its figure, and visible callback errors."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sys
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import matplotlib
+from matplotlib.figure import Figure
+
+
+def _import_ipympl() -> tuple[type, type]:
+    """ipympl's Canvas and FigureManager, leaving matplotlib's backend as it was."""
+    # Read the raw value: rcParams["backend"] would resolve (and fix) an automatic backend.
+    backend = dict.__getitem__(matplotlib.rcParams, "backend")
+    from ipympl.backend_nbagg import Canvas, FigureManager
+
+    if dict.__getitem__(matplotlib.rcParams, "backend") != backend:
+        # ipympl's package __init__ calls matplotlib.use() when matplotlib is already loaded;
+        # importing a view must not turn a notebook's inline plots into widgets, so undo it.
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is not None:
+            pyplot.switch_backend(backend)
+        else:
+            dict.__setitem__(matplotlib.rcParams, "backend", backend)
+    return Canvas, FigureManager
+
+
+Canvas, FigureManager = _import_ipympl()
+_figure_numbers = itertools.count(1)
+
+
+def widget_canvas(figure: Figure) -> Any:
+    """An interactive ipympl canvas for `figure`, without toolbar, header, footer or resizing."""
+    canvas = Canvas(figure)
+    with warnings.catch_warnings():
+        # ipympl 0.10's Toolbar hands its canvas on to traitlets, which warns; harmless.
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="traitlets")
+        # The manager wires the front end's messages (mouse, resize) to the canvas.
+        FigureManager(canvas, next(_figure_numbers))
+    # No pan/zoom modes: a press on the axes belongs to the widget (bars, p line).
+    canvas.toolbar_visible = False
+    canvas.header_visible = False
+    canvas.footer_visible = False
+    canvas.resizable = False
+    return canvas
+
+
+def reported(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a view's callback inside its `output` widget, so that a traceback shows there."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        # In a kernel the Output widget shows and swallows the error; without one it propagates.
+        with self.output:
+            return method(self, *args, **kwargs)
+
+    return wrapper
