@@ -77,7 +77,7 @@ def language_model_loss(model: GPT, inputs: Tensor, targets: Tensor) -> Tensor:
 
 @torch.inference_mode()
 def story_loss(
-    model: GPT, tokenizer: CharTokenizer, stories: list[str], batch_size: int = 64
+    model: GPT, tokenizer: CharTokenizer, stories: list[str], batch_size: int = 16
 ) -> float:
     """Mean nats per character over whole stories, each read from its start marker to its end."""
     total, count = 0.0, 0

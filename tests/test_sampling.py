@@ -11,6 +11,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from lessonlib.sampling import (
+    _top_k_top_p,
     apply_temperature,
     filter_top_k,
     filter_top_p,
@@ -384,6 +385,90 @@ def test_sample_next_frequencies_match_sampling_probs():
     assert chi_square < critical[int(support.sum()) - 1]
 
 
+# --- top-k then top-p: the pipeline sorts only the k survivors ------------------------------
+
+
+def plain_top_k_top_p(logits: torch.Tensor, k: int, p: float) -> torch.Tensor:
+    """The composition the fast path must reproduce, through the public filters."""
+    return filter_top_p(filter_top_k(logits, k), p)
+
+
+def takes_fast_route(logits: torch.Tensor, k: int) -> bool:
+    """Whether every row keeps exactly k tokens after top-k (no tie at the k-th value)."""
+    values = torch.topk(as_rows(logits), k + 1, dim=-1).values
+    return bool((values[:, k] < values[:, k - 1]).all())
+
+
+@PROPERTY
+@given(logits=logits_tensors(), k=st.integers(1, 39), p=st.floats(0.01, 0.99))
+def test_fast_top_k_top_p_equals_the_plain_composition(logits, k, p):
+    assume(k < logits.shape[-1])
+    assert torch.equal(_top_k_top_p(logits, k, p), plain_top_k_top_p(logits, k, p))
+
+
+def tied_rows(rng: np.random.Generator, rows: int, vocab_size: int) -> tuple[torch.Tensor, int]:
+    """Rows of heavily tied quarter-integer logits, and a k with no tie at any row's k-th value."""
+    values = rng.integers(0, 6, (rows, vocab_size)) / 4
+    k = int(rng.integers(1, vocab_size))
+    for row in values:
+        order = np.argsort(-row, kind="stable")
+        # Below the k-th value, push the rest of its tied group down a step, and drop some to -inf.
+        tail = order[k:]
+        row[tail] = np.minimum(row[tail], row[order[k - 1]] - 0.25)
+        row[tail[rng.random(len(tail)) < 0.3]] = -np.inf
+    return torch.from_numpy(values.astype(np.float32)), k
+
+
+def test_fast_route_breaks_ties_among_survivors_in_vocabulary_order():
+    # Survivors tie heavily and p includes dyadic values, so the top-p cut often falls inside a
+    # tied group or exactly on a prefix mass; the fast route must pick the same tokens.
+    rng = np.random.default_rng(7)
+    for _ in range(300):
+        rows, vocab_size = int(rng.integers(1, 5)), int(rng.integers(2, 60))
+        logits, k = tied_rows(rng, rows, vocab_size)
+        p = float(rng.choice([0.25, 0.5, 0.75, rng.uniform(0.01, 0.99)]))
+        assert takes_fast_route(logits, k)
+        assert torch.equal(_top_k_top_p(logits, k, p), plain_top_k_top_p(logits, k, p))
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_fast_route_on_a_full_vocabulary(batch):
+    generator = torch.Generator().manual_seed(batch)
+    # One spread per row, from flat (top-p keeps all 50) to peaked (it keeps one or two).
+    scales = torch.linspace(0.5, 10.0, batch).unsqueeze(-1)
+    logits = torch.randn(batch, 50_257, generator=generator) * scales
+    assert takes_fast_route(logits, 50)
+    for p in (0.5, 0.9):
+        fast = _top_k_top_p(logits, 50, p)
+        assert torch.equal(fast, plain_top_k_top_p(logits, 50, p))
+        kept = torch.isfinite(fast).sum(dim=-1)
+        assert 1 <= int(kept.min()) and int(kept.max()) <= 50
+
+
+def test_tie_at_the_kth_value_falls_back_to_the_plain_route():
+    # Tokens 1, 2 and 3 tie for second place: top-k=2 keeps three tokens, not two.
+    logits = torch.tensor([[3.0, 1.0, 1.0, 1.0, 0.0], [4.0, 3.0, 2.0, 1.0, 0.0]])
+    assert not takes_fast_route(logits, 2)
+    filtered = _top_k_top_p(logits, 2, 0.99)
+    assert torch.equal(filtered, plain_top_k_top_p(logits, 2, 0.99))
+    assert kept_set(filtered[0]) == {0, 1, 2, 3}
+    assert kept_set(filtered[1]) == {0, 1}
+
+
+@pytest.mark.parametrize("batch", [1, 32])
+def test_pipeline_draws_match_the_plain_composition(batch):
+    # sampling_probs must equal softmax of the public filters on the shifted, tempered logits
+    # bit for bit, so that seeded draws (and saved notebook outputs) do not change.
+    logits = torch.randn(batch, 50_257, generator=torch.Generator().manual_seed(3)) * 4
+    settings_ = {"temperature": 0.8, "top_k": 50, "top_p": 0.9}
+    tempered = apply_temperature(logits - logits.amax(dim=-1, keepdim=True), 0.8)
+    expected = torch.softmax(plain_top_k_top_p(tempered, 50, 0.9), dim=-1)
+    assert torch.equal(sampling_probs(logits, **settings_), expected)
+    drawn = sample_next(logits, **settings_, generator=torch.Generator().manual_seed(11))
+    reference = torch.multinomial(expected, 1, generator=torch.Generator().manual_seed(11))
+    assert torch.equal(drawn, reference[:, 0])
+
+
 # --- validation ----------------------------------------------------------------------------
 
 GOOD = torch.tensor([1.0, 2.0, 3.0])
@@ -454,3 +539,16 @@ def test_error_message_states_the_accepted_range_exactly():
     with pytest.raises(ValueError) as caught:
         sampling_probs(GOOD, top_p=1.5)
     assert str(caught.value) == "top_p must be in (0, 1] or None, got 1.5"
+
+
+@pytest.mark.parametrize(
+    ("bad", "match"),
+    [(math.nan, r"got NaN at index \(1, 40000\)"), (math.inf, r"got \+inf at index \(1, 40000\)")],
+)
+def test_non_finite_logits_are_found_anywhere_in_a_long_row(bad, match):
+    # The finite check reduces each row to its maximum; a bad value deep in a vectorised row
+    # must still reach it.
+    logits = torch.zeros(2, 50_257)
+    logits[1, 40_000] = bad
+    with pytest.raises(ValueError, match=match):
+        sample_next(logits)
