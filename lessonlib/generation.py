@@ -155,7 +155,9 @@ def generate(
 
     with torch_threads(GENERATION_THREADS):
         while steps < max_new_tokens:
-            window = tokens[rows, max(0, length - model.block_size) : length]
+            start = max(0, length - model.block_size)
+            # Plain slicing (a view) while every row is still in the batch; indexing copies.
+            window = tokens[:, start:length] if len(rows) == batch else tokens[rows, start:length]
             logits = next_token_logits(model, window, kv_cache, new_tokens=fresh)
             # Only unfinished rows draw, so a row's random numbers do not depend on when the
             # finished rows around it are dropped from the batch.
@@ -167,7 +169,10 @@ def generate(
             drawn = sample_next(
                 logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             )
-            tokens[live_rows, length] = drawn
+            if len(live_rows) == batch:
+                tokens[:, length] = drawn
+            else:
+                tokens[live_rows, length] = drawn
             length, fresh, steps = length + 1, 1, steps + 1
             if not stop_at_boundary:
                 continue

@@ -70,6 +70,7 @@ class KVCache:
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.length = 0  # number of positions already filled
+        self._layers: list[tuple[Tensor, Tensor]] | None = None  # per-layer views, see layers()
 
     @property
     def batch_size(self) -> int:
@@ -95,11 +96,19 @@ class KVCache:
         grown_keys[:, :, :, : self.length] = self.keys[:, :, :, : self.length]
         grown_values[:, :, :, : self.length] = self.values[:, :, :, : self.length]
         self.keys, self.values = grown_keys, grown_values
+        self._layers = None
 
     def keep_rows(self, rows: Tensor) -> None:
         """Keep only the sequences at `rows` (batch indices), in that order; may repeat rows."""
         self.keys = self.keys[:, rows, :, : max(self.length, 1)]
         self.values = self.values[:, rows, :, : max(self.length, 1)]
+        self._layers = None
+
+    def layers(self) -> list[tuple[Tensor, Tensor]]:
+        """(keys, values) views of each layer, made once per buffer rather than once per step."""
+        if self._layers is None:
+            self._layers = [(self.keys[i], self.values[i]) for i in range(self.keys.shape[0])]
+        return self._layers
 
     def reset(self) -> None:
         """Forget every cached position (the buffers are reused)."""
@@ -221,8 +230,8 @@ class GPT(nn.Module):
             kv_cache.reserve(start + T)
         positions = torch.arange(start, start + T, device=token_ids.device)
         x = self.token_embedding(token_ids) + self.position_embedding(positions)
-        for layer, block in enumerate(self.blocks):
-            cache = None if kv_cache is None else (kv_cache.keys[layer], kv_cache.values[layer])
+        layer_caches = [None] * len(self.blocks) if kv_cache is None else kv_cache.layers()
+        for block, cache in zip(self.blocks, layer_caches, strict=True):
             x = block(x, cache, start)
         if kv_cache is not None:
             kv_cache.length += T
@@ -238,7 +247,7 @@ class GPT(nn.Module):
                 "token_ids must have shape (batch, time) with time >= 1, "
                 f"got {tuple(token_ids.shape)}"
             )
-        low, high = int(token_ids.min()), int(token_ids.max())
+        low, high = (int(bound) for bound in torch.aminmax(token_ids))
         if low < 0 or high >= self.vocab_size:
             bad = low if low < 0 else high
             raise ValueError(f"token_ids contains {bad}; accepted ids are 0..{self.vocab_size - 1}")
