@@ -8,6 +8,12 @@ VENV ?= .venv
 PIP_ARGS ?=
 LAB_ARGS ?=
 TRAIN_ARGS ?=
+# BROWSER=0 leaves out the browser tests (every notebook run in JupyterLab in headless
+# Chromium, tests/browser); everything else still runs. CHROMIUM=/path picks another
+# Chromium or Chrome than Debian's /usr/bin/chromium.
+BROWSER ?= 1
+CHROMIUM ?= /usr/bin/chromium
+export CHROMIUM
 
 VENV_PY := $(VENV)/bin/python
 # Written after a successful install; older than requirements.txt or pyproject.toml means
@@ -16,7 +22,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test unit nbval lint train clean
+.PHONY: help setup lab test unit nbval browser lint train clean
 
 help:
 	@echo "make lab     set up .venv if needed, then open notebooks/00_start_here.ipynb in JupyterLab"
@@ -24,10 +30,11 @@ help:
 	@echo "make setup   create .venv and install requirements.txt and lessonlib (editable)"
 	@echo "make unit    unit tests only (tests/)"
 	@echo "make nbval   re-run every notebook and compare with its saved outputs"
+	@echo "make browser run every notebook in JupyterLab in headless Chromium (BROWSER=0 skips it)"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make train   train the TinyTales model (python -m lessonlib.train \$$TRAIN_ARGS)"
 	@echo "make clean   remove .venv and caches"
-	@echo "Variables: PYTHON=$(PYTHON) PIP_ARGS=$(PIP_ARGS) LAB_ARGS=$(LAB_ARGS)"
+	@echo "Variables: PYTHON=$(PYTHON) PIP_ARGS=$(PIP_ARGS) LAB_ARGS=$(LAB_ARGS) BROWSER=$(BROWSER) CHROMIUM=$(CHROMIUM)"
 
 $(VENV_PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || { \
@@ -47,10 +54,26 @@ setup: $(STAMP)
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab $(LAB_ARGS) notebooks/00_start_here.ipynb
 
-test: lint unit nbval
+test: lint unit nbval browser
 
 unit: $(STAMP)
-	$(VENV_PY) -m pytest tests
+	$(VENV_PY) -m pytest -m "not browser" tests
+
+# Every notebook in notebooks/ opened in a real JupyterLab in headless Chromium, run, checked
+# for errors and broken widgets, its widgets driven; screenshots go to screenshots/.
+# A missing Chromium fails (CI has one); BROWSER=0 leaves the step out on purpose.
+browser: $(STAMP)
+ifeq ($(BROWSER),0)
+	@echo "browser: left out (BROWSER=0): the notebooks were NOT run in a real browser"
+else
+	@test -x "$(CHROMIUM)" || { \
+		echo "error: the browser tests need Chromium, and $(CHROMIUM) does not exist."; \
+		echo "  Install it:   sudo apt-get install chromium   (Debian and Ubuntu)"; \
+		echo "  Or name one:  make test CHROMIUM=/path/to/chromium-or-chrome"; \
+		echo "  Or skip them: make test BROWSER=0   (lint, unit tests and nbval still run)"; \
+		exit 1; }
+	$(VENV_PY) -m pytest -m browser -p no:cacheprovider tests/browser
+endif
 
 # Strict nbval: every saved output is compared, after tests/nbval_sanitize.cfg masks
 # timings and memory addresses. Skipped while notebooks/ has no notebook, since pytest
@@ -71,5 +94,5 @@ train: $(STAMP)
 	$(VENV_PY) -m lessonlib.train $(TRAIN_ARGS)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build dist *.egg-info
+	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build dist *.egg-info screenshots
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -87,7 +87,10 @@ class NucleusExplorer:
             step=0.01,
             description="p",
             readout_format=".2f",
-            continuous_update=True,
+            # The p-line drag sets this slider from the kernel at every mouse move; a
+            # continuously updating slider echoes those values back late and would undo the
+            # end of the drag (seen in Chromium by tests/browser).
+            continuous_update=False,
         )
         self.reset_button = widgets.Button(description="reset")
         self.p_label = widgets.Label()

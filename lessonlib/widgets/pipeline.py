@@ -14,7 +14,6 @@ it headless by setting control values and calling `.click()` on the buttons.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import ipywidgets as widgets
@@ -108,12 +107,13 @@ class PipelineViewer:
             disabled=not has_model,
             layout=widgets.Layout(width="34em"),
         )
-        self.temperature_slider = widgets.FloatLogSlider(
+        # Linear, on a grid of 0.05 that holds the usual settings (0.7, 1.0): a browser slider
+        # snaps its value to the grid when shown, which would otherwise change tau by itself.
+        self.temperature_slider = widgets.FloatSlider(
             value=state.temperature,
-            base=10,
-            min=math.log10(TEMPERATURE_MIN),
-            max=math.log10(TEMPERATURE_MAX),
-            step=0.01,
+            min=TEMPERATURE_MIN,
+            max=TEMPERATURE_MAX,
+            step=0.05,
             description="\u03c4",
             readout_format=".2f",
         )

@@ -134,7 +134,9 @@ class TemperatureExplorer:
         self.temperature_slider = widgets.FloatLogSlider(
             value=1.0,
             base=10,
-            min=math.log10(TEMPERATURE_MIN),
+            # The slider snaps to min + k * step; with min = -1.3 (tau = 0.05) the grid holds
+            # log10(1) = 0, so showing the slider in a browser does not nudge tau away from 1.
+            min=-1.3,
             max=math.log10(TEMPERATURE_MAX),
             step=0.01,
             description="temperature",

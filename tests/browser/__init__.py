@@ -1,0 +1,1 @@
+"""Browser tests: every notebook run in a real JupyterLab in headless Chromium."""

@@ -1,0 +1,330 @@
+"""What the browser test does with each notebook's widgets, keyed by notebook.
+
+Each interaction drives one lessonlib view end to end (browser -> kernel -> browser) the way a
+learner would, and returns a line saying what changed. `INTERACTIONS` lists them per notebook
+stem; a notebook that constructs a view (see `view_classes`) must list at least one
+interaction for it, which `test_every_view_in_a_notebook_has_an_interaction` enforces. To
+cover a new notebook, add its stem with instances of the classes below (or a new class with a
+`view` attribute and `__call__(lab) -> str`).
+
+Views are found by what the learner sees: a slider's description, a button's label, a quiz's
+question text, and the readout label's leading words.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from playwright.sync_api import Locator, expect
+
+from tests.browser.jupyterlab import NotebookPage
+
+UPDATE_TIMEOUT_MS = 15_000  # browser -> kernel -> browser on a busy 2-core machine
+
+
+class Interaction(Protocol):
+    view: str  # the lessonlib view class it drives
+
+    def __call__(self, lab: NotebookPage) -> str: ...
+
+
+def view_classes(widgets_dir: Path) -> set[str]:
+    """Names of the view classes in lessonlib/widgets: classes defining `_repr_mimebundle_`."""
+    names = set()
+    for path in sorted(widgets_dir.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(item, ast.FunctionDef) and item.name == "_repr_mimebundle_"
+                for item in node.body
+            ):
+                names.add(node.name)
+    return names
+
+
+def views_constructed(notebook: dict[str, Any], names: set[str]) -> set[str]:
+    """Which of the view classes `names` a notebook's code cells call."""
+    source = "\n".join(
+        "".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"
+    )
+    return {name for name in names if re.search(rf"\b{re.escape(name)}\(", source)}
+
+
+# ----- locating ----------------------------------------------------------------------------------
+
+
+def _starts_with(text: str) -> re.Pattern[str]:
+    return re.compile("^" + re.escape(text))
+
+
+def _output_with(lab: NotebookPage, inner: Locator, what: str) -> Locator:
+    """The one cell output that contains `inner`; fails unless exactly one does."""
+    outputs = lab.page.locator(".jp-NotebookPanel .jp-OutputArea-output").filter(has=inner)
+    # Nested outputs (inside an Output widget) do not contain the view's controls, so a match
+    # is a whole view; more than one would make the test drive an arbitrary one.
+    expect(outputs, f"{lab.path}: exactly one output with {what}").to_have_count(1)
+    output = outputs.first
+    output.scroll_into_view_if_needed()
+    return output
+
+
+def _slider(lab: NotebookPage, description: str) -> tuple[Locator, Locator]:
+    """(the view's output, the slider) for the slider whose description is `description`."""
+    label = lab.page.locator("label.widget-label").get_by_text(description, exact=True)
+    slider = lab.page.locator(".widget-slider").filter(has=label)
+    output = _output_with(lab, slider, f"a slider {description!r}")
+    return output, output.locator(".widget-slider").filter(has=label)
+
+
+def _readout(output: Locator, starts: str) -> Locator:
+    """The label in `output` whose text starts with `starts`."""
+    return output.locator("div.widget-label").filter(has_text=_starts_with(starts))
+
+
+def _press(lab: NotebookPage, slider: Locator, key: str, presses: int) -> None:
+    """Focus the slider's noUi handle and press `key`, as a keyboard user moves it."""
+    handle = slider.locator(".noUi-handle")
+    handle.focus()
+    for _ in range(presses):
+        lab.page.keyboard.press(key)
+
+
+def _canvas_pixels(output: Locator) -> str:
+    """A digest of the figure canvas's pixels in `output`, to see that it was redrawn."""
+    return output.locator(".jupyter-matplotlib-canvas-div canvas").first.evaluate(
+        """canvas => {
+          const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+          let hash = 0;
+          for (let i = 0; i < data.data.length; i += 3) hash = (hash * 31 + data.data[i]) | 0;
+          return String(hash);
+        }"""
+    )
+
+
+# ----- interactions ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SliderMovesReadout:
+    """Press a key on a slider's handle: its readout and a readout label of the view change."""
+
+    view: str
+    slider: str  # the slider's description
+    readout: str  # the leading words of the readout label that must change
+    key: str = "ArrowLeft"
+    presses: int = 10
+
+    def __call__(self, lab: NotebookPage) -> str:
+        output, slider = _slider(lab, self.slider)
+        readout = _readout(output, self.readout)
+        value = slider.locator(".widget-readout")
+        before, value_before = readout.inner_text(), value.inner_text()
+        pixels_before = _canvas_pixels(output)
+        _press(lab, slider, self.key, self.presses)
+        expect(value).not_to_have_text(value_before, timeout=UPDATE_TIMEOUT_MS)
+        expect(readout).not_to_have_text(before, timeout=UPDATE_TIMEOUT_MS)
+        _expect_redrawn(lab, output, pixels_before)
+        return (
+            f"{self.view}: {self.presses} x {self.key} on {self.slider!r} "
+            f"({value_before} -> {value.inner_text()}): {before!r} -> {readout.inner_text()!r}"
+        )
+
+
+def _expect_redrawn(lab: NotebookPage, output: Locator, pixels_before: str) -> None:
+    """Wait until the view's figure canvas shows other pixels than before."""
+    for _ in range(int(UPDATE_TIMEOUT_MS / 250)):
+        if _canvas_pixels(output) != pixels_before:
+            return
+        lab.page.wait_for_timeout(250)
+    raise AssertionError(f"{lab.path}: the figure was not redrawn after the interaction")
+
+
+@dataclass(frozen=True)
+class DragLineMovesReadout:
+    """Drag on the figure up near the top, then down near the bottom: slider and readout follow.
+
+    A press puts the line under the pointer and the motion drags it (the NucleusExplorer's p
+    line); the view's slider follows the line. After each drag the value must be the one a
+    plain click at the drag's end point gives (a drag must not end anywhere else), the label
+    that shows the value must agree with the slider, and the readout must differ between the
+    two ends.
+    """
+
+    view: str
+    slider: str  # the slider that mirrors the line's position
+    readout: str  # the leading words of the readout label that must change
+    mirror: str  # the leading words of a readout that shows the slider's value, e.g. "p = "
+
+    def __call__(self, lab: NotebookPage) -> str:
+        output, slider = _slider(lab, self.slider)
+        readout, mirror = _readout(output, self.readout), _readout(output, self.mirror)
+        value = slider.locator(".widget-readout")
+        seen = [(value.inner_text(), readout.inner_text())]
+        # Fractions of the canvas height: inside the axes, below the legend, above the ticks.
+        for start, end in ((0.55, 0.15), (0.45, 0.85)):
+            pixels_before = _canvas_pixels(output)
+            self._drag(lab, output, start, end)
+            dragged = _settled(lab, value, changed_from=seen[-1][0])
+            self._drag(lab, output, end, end)  # a click where the drag ended
+            clicked = _settled(lab, value)
+            assert dragged == clicked, (
+                f"{lab.path}: a drag to the point where a click gives {self.slider} = {clicked} "
+                f"left {self.slider} = {dragged}: the drag ended on an earlier value (an "
+                "ipywidgets slider with continuous_update=True sends each value the kernel sets "
+                "back to the kernel, and a late one overwrites the last)"
+            )
+            assert clicked != seen[-1][0], f"{lab.path}: dragging did not move {self.slider!r}"
+            _expect_redrawn(lab, output, pixels_before)
+            # The label and the slider come from one state in the kernel: they must agree.
+            expect(mirror).to_have_text(self.mirror + clicked)
+            seen.append((clicked, readout.inner_text()))
+        (_, _), (high, at_high), (low, at_low) = seen
+        assert at_high != at_low, f"{lab.path}: {self.readout!r} is {at_high!r} at both ends"
+        assert float(high) > float(low), f"{lab.path}: dragging up gave {high}, down gave {low}"
+        return f"{self.view}: dragged the line: " + " -> ".join(f"{v}: {r!r}" for v, r in seen)
+
+    @staticmethod
+    def _drag(lab: NotebookPage, output: Locator, start: float, end: float) -> None:
+        """Press at `start`, move to `end` (fractions of the canvas height), release."""
+        box = output.locator(".jupyter-matplotlib-canvas-div").bounding_box()
+        assert box is not None, f"{lab.path}: the figure is not visible"
+        x = box["x"] + 0.5 * box["width"]
+        mouse = lab.page.mouse
+        mouse.move(x, box["y"] + start * box["height"])
+        mouse.down()
+        steps = 8 if end != start else 0
+        for i in range(1, steps + 1):
+            fraction = start + (end - start) * i / steps
+            mouse.move(x, box["y"] + fraction * box["height"])
+            lab.page.wait_for_timeout(30)  # about a mouse's event rate
+        mouse.up()
+
+
+def _settled(
+    lab: NotebookPage, locator: Locator, changed_from: str | None = None, quiet_ms: int = 1000
+) -> str:
+    """The locator's text once it has not changed for `quiet_ms` (updates can trail a drag).
+
+    With `changed_from`, first wait (a while, without failing) for the text to differ from it,
+    so that a slow first update is not mistaken for quiet.
+    """
+    if changed_from is not None:
+        for _ in range(int(UPDATE_TIMEOUT_MS / 250)):
+            if locator.inner_text() != changed_from:
+                break
+            lab.page.wait_for_timeout(250)
+    text, stable_ms = locator.inner_text(), 0
+    for _ in range(int(UPDATE_TIMEOUT_MS / 250)):
+        lab.page.wait_for_timeout(250)
+        current = locator.inner_text()
+        stable_ms = stable_ms + 250 if current == text else 0
+        text = current
+        if stable_ms >= quiet_ms:
+            return text
+    raise AssertionError(f"{lab.path}: {text!r} kept changing for {UPDATE_TIMEOUT_MS} ms")
+
+
+@dataclass(frozen=True)
+class StepperRowsGrow:
+    """Click a stepper's button a few times: the step count and the reused cache rows grow."""
+
+    view: str
+    button: str  # the button's label
+    steps: int = 3
+
+    def __call__(self, lab: NotebookPage) -> str:
+        button = lab.page.locator("button.widget-button").get_by_text(self.button, exact=True)
+        output = _output_with(lab, button, f"a button {self.button!r}")
+        button = output.locator("button.widget-button").get_by_text(self.button, exact=True)
+        step = _readout(output, "step ")
+        start = _number(step.inner_text(), r"step (\d+) /")
+        seen = []
+        for i in range(1, self.steps + 1):
+            pixels_before = _canvas_pixels(output)
+            button.click()
+            expect(step).to_have_text(
+                re.compile(rf"^step {start + i} / \d+$"), timeout=UPDATE_TIMEOUT_MS
+            )
+            _expect_redrawn(lab, output, pixels_before)
+            computed = _readout(output, "cache on: ")
+            # With the cache on, step t computes one row and reuses the t - 1 already cached.
+            expect(computed).to_contain_text(f"reuses {start + i - 1}")
+            seen.append(computed.inner_text())
+        return f"{self.view}: {self.steps} x {self.button!r}: " + " | ".join(seen)
+
+
+def _number(text: str, pattern: str) -> int:
+    match = re.search(pattern, text)
+    assert match is not None, f"{text!r} does not match {pattern!r}"
+    return int(match[1])
+
+
+@dataclass(frozen=True)
+class QuizFeedback:
+    """Answer a quiz right (with the Check button) and wrong (with Enter); see each verdict."""
+
+    question: str  # words of the question, as rendered (outside any LaTeX)
+    right: str
+    wrong: str
+    view: str = "QuizView"
+
+    def __call__(self, lab: NotebookPage) -> str:
+        text = lab.page.locator(".widget-htmlmath").filter(has_text=self.question)
+        output = _output_with(lab, text, f"a quiz asking {self.question!r}")
+        box = output.locator(".widget-text input")
+        feedback = output.locator(".widget-htmlmath").nth(1)
+        box.fill(self.right)
+        output.locator("button.widget-button").get_by_text("Check", exact=True).click()
+        expect(feedback).to_contain_text("Correct.", timeout=UPDATE_TIMEOUT_MS)
+        box.fill(self.wrong)
+        box.press("Enter")
+        expect(feedback).to_contain_text("Not quite", timeout=UPDATE_TIMEOUT_MS)
+        return f"quiz {self.question!r}: {self.right!r} -> Correct, {self.wrong!r} -> Not quite"
+
+
+TEMPERATURE = SliderMovesReadout(
+    view="TemperatureExplorer", slider="temperature", readout="P(argmax) = ", presses=30
+)
+
+INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
+    "01_greedy_loops": (QuizFeedback("top-k sampling with k", right="1", wrong="2"),),
+    "02_temperature": (
+        TEMPERATURE,
+        QuizFeedback("the probability of the first token", right="0.67", wrong="0.5"),
+        QuizFeedback("Same logits", right="0.87", wrong="0.67"),
+    ),
+    "03_top_k": (
+        TEMPERATURE,
+        QuizFeedback("how many tokens does top-k keep", right="4", wrong="3"),
+    ),
+    "04_nucleus": (
+        DragLineMovesReadout(
+            view="NucleusExplorer", slider="p", readout="nucleus size", mirror="p = "
+        ),
+        # End: the handle jumps to p = 1, where every token is kept.
+        SliderMovesReadout(
+            view="NucleusExplorer", slider="p", readout="nucleus size", key="End", presses=1
+        ),
+        QuizFeedback("what is the nucleus size", right="4", wrong="3"),
+    ),
+    "05_pipeline_order": (
+        SliderMovesReadout(view="PipelineViewer", slider="top-k", readout="\u03c4 = ", presses=2),
+        QuizFeedback("How many tokens does top-p keep", right="1", wrong="2"),
+        QuizFeedback("Does it change the kept", right="no", wrong="yes"),
+    ),
+    "06_beam_search": (
+        QuizFeedback("beam search is the same as which", right="b", wrong="a"),
+        QuizFeedback("What is the probability of the name", right="0.36", wrong="0.24"),
+    ),
+    "07_kv_cache": (
+        StepperRowsGrow(view="KVCacheStepper", button="next \u25b6"),
+        QuizFeedback("What is the exponent", right="2", wrong="3"),
+    ),
+    "08_degeneration_lab": (
+        QuizFeedback("against the single reference", right="0.71", wrong="0.5"),
+        QuizFeedback("ends in a loop most often", right="greedy", wrong="c"),
+    ),
+}
