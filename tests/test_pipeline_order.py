@@ -23,6 +23,7 @@ from lessonlib.pipeline_order import (
 )
 from lessonlib.sampling import filter_top_k, filter_top_p, sampling_probs
 from lessonlib.tokenizer import CharTokenizer
+from tests.stub_models import StubModel
 
 COUNTEREXAMPLE = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
 
@@ -30,23 +31,6 @@ COUNTEREXAMPLE = torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64)
 def random_rows(seed: int, rows: int = 200, vocab: int = 30, scale: float = 3.0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return scale * torch.randn(rows, vocab, generator=generator, dtype=torch.float64)
-
-
-class StubModel:
-    """A stand-in language model: the logits depend only on the last token (a fixed table)."""
-
-    vocab_size = len(tinytales.ALPHABET)
-    block_size = 64
-
-    def __init__(self) -> None:
-        generator = torch.Generator().manual_seed(0)
-        self.table = 3 * torch.randn(self.vocab_size, self.vocab_size, generator=generator)
-
-    def __call__(self, token_ids: torch.Tensor, kv_cache=None) -> torch.Tensor:
-        return self.table[token_ids]
-
-    def new_kv_cache(self, batch_size: int) -> None:
-        return None
 
 
 TOKENIZER = CharTokenizer(tinytales.ALPHABET, boundary=tinytales.END)

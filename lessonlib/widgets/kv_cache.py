@@ -14,7 +14,6 @@ never displays anything; show it as a cell's last expression. Tests drive it hea
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -31,7 +30,7 @@ from lessonlib.widgets.kv_cache_state import (
     KVCacheStepperState,
     from_model,
 )
-from lessonlib.widgets.view import reported, widget_canvas
+from lessonlib.widgets.view import reported, set_quietly, widget_canvas
 
 __all__ = ["KVCacheStepper"]
 
@@ -197,14 +196,6 @@ class KVCacheStepper:
     def _on_reset(self, _button: widgets.Button) -> None:
         self.state = self.state.reset()
         # The controls catch up without firing their observers, then one render.
-        self._set_quietly(self.step_slider, self.state.step, self._on_step)
-        self._set_quietly(self.cache_switch, self.state.use_cache, self._on_cache)
+        set_quietly(self.step_slider, self.state.step, self._on_step)
+        set_quietly(self.cache_switch, self.state.use_cache, self._on_cache)
         self.render()
-
-    def _set_quietly(self, control: widgets.ValueWidget, value: Any, handler: Callable) -> None:
-        """Set a control's value without running `handler`, its observer."""
-        control.unobserve(handler, names="value")
-        try:
-            control.value = value
-        finally:
-            control.observe(handler, names="value")

@@ -13,7 +13,6 @@ under it says how many tokens and how much mass the rest hold (top-p is computed
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as widgets
@@ -31,7 +30,7 @@ from lessonlib.widgets.nucleus_state import (
     from_model,
     initial_state,
 )
-from lessonlib.widgets.view import reported, widget_canvas
+from lessonlib.widgets.view import reported, set_quietly, widget_canvas
 
 __all__ = ["DEFAULT_PROMPT", "MAX_BARS", "NucleusExplorer"]
 
@@ -259,17 +258,9 @@ class NucleusExplorer:
     def _on_reset(self, _button: widgets.Button) -> None:
         self.state = self.state.reset()
         # The controls catch up without firing their observers, then one render.
-        self._set_quietly(self.p_slider, self.state.p, self._on_p)
-        self._set_quietly(self.source, self.state.source, self._on_source)
+        set_quietly(self.p_slider, self.state.p, self._on_p)
+        set_quietly(self.source, self.state.source, self._on_source)
         self.render()
-
-    def _set_quietly(self, control: widgets.ValueWidget, value: Any, handler: Callable) -> None:
-        """Set a control's value without running `handler`, its observer."""
-        control.unobserve(handler, names="value")
-        try:
-            control.value = value
-        finally:
-            control.observe(handler, names="value")
 
     # Mouse: a press on the axes puts the p line there and starts a drag; release ends it.
 

@@ -60,3 +60,12 @@ def reported(method: Callable[..., Any]) -> Callable[..., Any]:
             return method(self, *args, **kwargs)
 
     return wrapper
+
+
+def set_quietly(control: Any, value: Any, handler: Callable[..., Any]) -> None:
+    """Set a control's value without running `handler`, its value observer."""
+    control.unobserve(handler, names="value")
+    try:
+        control.value = value
+    finally:
+        control.observe(handler, names="value")
