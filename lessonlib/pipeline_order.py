@@ -17,11 +17,8 @@ on two here when other processes share the cores.
 
 from __future__ import annotations
 
-import functools
 import numbers
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -54,20 +51,6 @@ __all__ = [
 STAGES = ("temperature", "top-k", "top-p", "draw")  # the fixed order of the course's sampler
 
 
-_F = TypeVar("_F", bound=Callable)
-
-
-def _few_threads(function: _F) -> _F:
-    """Run `function` with GENERATION_THREADS torch threads, restoring the count afterwards."""
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        with torch_threads(GENERATION_THREADS):
-            return function(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
-
-
 def _softmax(logits: Tensor) -> Tensor:
     """Softmax in float32 or wider (float64 input stays float64)."""
     return torch.softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
@@ -87,7 +70,7 @@ class StageProbs:
         return self.top_p
 
 
-@_few_threads
+@torch_threads(GENERATION_THREADS)  # many small tensor operations: see GENERATION_THREADS
 def stage_probs(
     logits: Tensor, *, temperature: float, top_k: int | None = None, top_p: float | None = None
 ) -> StageProbs:
@@ -104,7 +87,7 @@ def stage_probs(
     )
 
 
-@_few_threads
+@torch_threads(GENERATION_THREADS)
 def kept_mask(
     logits: Tensor,
     *,
@@ -126,7 +109,7 @@ def kept_mask(
     return torch.isfinite(filter_top_p(filter_top_k(seen, top_k), top_p))
 
 
-@_few_threads
+@torch_threads(GENERATION_THREADS)
 def temperature_last_probs(
     logits: Tensor, *, temperature: float, top_k: int | None = None, top_p: float | None = None
 ) -> Tensor:
@@ -141,7 +124,7 @@ def temperature_last_probs(
     return _softmax(apply_temperature(truncated, temperature))
 
 
-@_few_threads
+@torch_threads(GENERATION_THREADS)
 def orders_disagree(
     logits: Tensor, *, temperature: float, top_k: int | None = None, top_p: float | None = None
 ) -> Tensor:
@@ -174,7 +157,7 @@ class OrderComparison:
         return self.differ / self.steps
 
 
-@_few_threads
+@torch_threads(GENERATION_THREADS)
 def compare_orders(
     logits: Tensor, *, temperature: float, top_k: int | None = None, top_p: float | None = None
 ) -> OrderComparison:
@@ -199,7 +182,7 @@ def compare_orders(
     )
 
 
-@_few_threads
+@torch_threads(GENERATION_THREADS)
 def draw_tokens(
     logits: Tensor,
     *,
