@@ -37,6 +37,7 @@ from torch import Tensor
 from lessonlib.generation import (
     GENERATION_THREADS,
     LanguageModel,
+    decoding_threads,
     next_token_logits,
     torch_threads,
 )
@@ -202,7 +203,7 @@ def beam_search_many(
         for p in prompts
     ]
     fresh = start
-    with torch_threads(GENERATION_THREADS):
+    with torch_threads(decoding_threads(len(prompts) * width)):
         for step in range(1, max_new_tokens + 1):
             logits = next_token_logits(model, context, kv_cache, new_tokens=fresh)
             log_probs = torch.log_softmax(logits.to(device="cpu", dtype=torch.float64), dim=-1)

@@ -67,8 +67,10 @@ class KVCache:
         self.max_length = config.block_size  # the cache never holds more positions than this
         capacity = min(self.INITIAL_CAPACITY, config.block_size)
         shape = (config.n_layer, batch_size, config.n_head, capacity, config.head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        # Uninitialised: only positions below `length` are ever read, and filling a buffer
+        # nobody reads would cost a full pass over it (and make all its memory resident).
+        self.keys = torch.empty(shape, dtype=dtype, device=device)
+        self.values = torch.empty(shape, dtype=dtype, device=device)
         self.length = 0  # number of positions already filled
         self._layers: list[tuple[Tensor, Tensor]] | None = None  # per-layer views, see layers()
 
@@ -91,8 +93,8 @@ class KVCache:
             return
         while capacity < length:
             capacity = min(2 * capacity, self.max_length)
-        grown_keys = self.keys.new_zeros(*self.keys.shape[:3], capacity, self.keys.shape[4])
-        grown_values = torch.zeros_like(grown_keys)
+        grown_keys = self.keys.new_empty(*self.keys.shape[:3], capacity, self.keys.shape[4])
+        grown_values = torch.empty_like(grown_keys)
         grown_keys[:, :, :, : self.length] = self.keys[:, :, :, : self.length]
         grown_values[:, :, :, : self.length] = self.values[:, :, :, : self.length]
         self.keys, self.values = grown_keys, grown_values

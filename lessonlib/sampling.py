@@ -28,8 +28,11 @@ __all__ = [
 _NEG_INF = float("-inf")
 
 
-def _validate(logits: object, **params: object) -> None:
-    """Raise TypeError/ValueError naming the culprit if `logits` or a named parameter is bad."""
+def _validate(logits: object, **params: object) -> Tensor:
+    """Raise TypeError/ValueError naming the culprit if `logits` or a named parameter is bad.
+
+    Returns each row's maximum logit (keepdim), which the check needs and the pipeline reuses.
+    """
     if not isinstance(logits, Tensor):
         raise TypeError(
             f"logits must be a torch.Tensor of shape (V,) or (B, V), got {type(logits).__name__}"
@@ -44,12 +47,15 @@ def _validate(logits: object, **params: object) -> None:
         raise ValueError(f"logits must have shape (V,) or (B, V), got shape {shape}")
     if logits.numel() == 0:
         raise ValueError(f"logits must have at least one row and one token, got shape {shape}")
-    # Fast path for the common case (called once per decoding step): one reduction instead of an
-    # elementwise mask. A row's maximum is NaN if the row holds a NaN (amax propagates NaN),
-    # +inf if it holds +inf, and -inf if the row is all -inf; otherwise every logit is fine.
-    if not bool(torch.isfinite(logits.amax(dim=-1)).all()):
+    # One reduction for the common case (called once per decoding step): a row's maximum is NaN
+    # if the row holds a NaN (amax propagates NaN), +inf if it holds +inf, and -inf if the row
+    # is all -inf. Their sum is finite when every maximum is; if it is not (or a sum of huge
+    # logits overflows), the slow check below names the bad entry or finds none.
+    row_max = logits.amax(dim=-1, keepdim=True)
+    if not math.isfinite(float(row_max.sum())):
         _validate_non_finite(logits, shape)
     _validate_params(params)
+    return row_max
 
 
 def _validate_non_finite(logits: Tensor, shape: tuple[int, ...]) -> None:
@@ -169,8 +175,10 @@ def _top_k_top_p(logits: Tensor, k: int, p: float) -> Tensor:
     return torch.full_like(logits, _NEG_INF).scatter(-1, survivor_ids, kept)
 
 
-def _probs(logits: Tensor, temperature: float, top_k: int | None, top_p: float | None) -> Tensor:
-    """Pipeline probabilities, in float32 or wider, on already validated logits."""
+def _probs(
+    logits: Tensor, row_max: Tensor, temperature: float, top_k: int | None, top_p: float | None
+) -> Tensor:
+    """Pipeline probabilities, in float32 or wider, on logits validated by `_validate`."""
     work_dtype = torch.promote_types(logits.dtype, torch.float32)
     if temperature == 0:
         # Greedy is its own branch: a one-hot at the first maximal index, never a division by 0.
@@ -178,7 +186,7 @@ def _probs(logits: Tensor, temperature: float, top_k: int | None, top_p: float |
         return one_hot.scatter(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
     # Shift each row so that its maximum is 0: softmax and both filters ignore the shift, and
     # a tiny temperature then sends the other logits to -inf instead of the maximum to +inf.
-    tempered = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    tempered = (logits - row_max) / temperature
     both_on = top_k is not None and top_k < logits.shape[-1] and top_p is not None and top_p < 1
     # Top-k first makes top-p cheap: same tokens as the plain composition, see _top_k_top_p.
     if both_on:
@@ -232,8 +240,8 @@ def sampling_probs(
     `temperature=0` is greedy: a one-hot at the first maximal logit, as `torch.argmax` picks.
     The result has the dtype of `logits` (computed in float32 or wider).
     """
-    _validate(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    return _probs(logits, temperature, top_k, top_p).to(logits.dtype)
+    row_max = _validate(logits, temperature=temperature, top_k=top_k, top_p=top_p)
+    return _probs(logits, row_max, temperature, top_k, top_p).to(logits.dtype)
 
 
 def sample_next(
@@ -248,10 +256,12 @@ def sample_next(
 
     `temperature=0` returns the argmax without consuming randomness from `generator`.
     """
-    _validate(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+    row_max = _validate(
+        logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    )
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = _probs(logits, temperature, top_k, top_p)
+    probs = _probs(logits, row_max, temperature, top_k, top_p)
     rows = probs.reshape(-1, probs.shape[-1])
     draws = torch.multinomial(rows, num_samples=1, generator=generator)
     return draws.reshape(logits.shape[:-1])

@@ -9,7 +9,15 @@ import sys
 import pytest
 import torch
 
-from lessonlib.generation import LanguageModel, generate, prompt_logits
+from lessonlib.generation import (
+    GENERATION_THREADS,
+    PARALLEL_BATCH,
+    LanguageModel,
+    decoding_threads,
+    generate,
+    prompt_logits,
+    torch_threads,
+)
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.paths import REPO_ROOT
 from lessonlib.tokenizer import CharTokenizer
@@ -147,6 +155,25 @@ def test_generation_restores_the_thread_count():
     before = torch.get_num_threads()
     sample(lively_model(), "a", seed=0, max_new_tokens=3)
     assert torch.get_num_threads() == before
+
+
+def test_small_batches_decode_on_one_thread_and_large_ones_on_all():
+    with torch_threads(2):
+        assert decoding_threads(1) == decoding_threads(PARALLEL_BATCH - 1) == GENERATION_THREADS
+        assert decoding_threads(PARALLEL_BATCH) == decoding_threads(256) == 2
+
+
+def test_a_large_batch_decodes_on_all_threads(monkeypatch):
+    seen = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
+    with torch_threads(2):
+        seen.clear()
+        sample(lively_model(), ["a"] * PARALLEL_BATCH, seed=0, max_new_tokens=2)
+        assert seen == [2, 2]  # set for the loop, then restored
+        seen.clear()
+        sample(lively_model(), ["a"] * 3, seed=0, max_new_tokens=2)
+        assert seen == [GENERATION_THREADS, 2]
 
 
 def test_rows_that_stop_early_are_dropped_without_changing_the_others():

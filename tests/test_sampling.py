@@ -552,3 +552,12 @@ def test_non_finite_logits_are_found_anywhere_in_a_long_row(bad, match):
     logits[1, 40_000] = bad
     with pytest.raises(ValueError, match=match):
         sample_next(logits)
+
+
+def test_huge_finite_logits_pass_the_finite_check():
+    # The fast check sums the row maxima; 3e38 + 3e38 overflows to inf in float32, and the
+    # precise check that follows must then find nothing wrong rather than raise.
+    logits = torch.tensor([[3e38, 0.0, 1.0], [0.0, 3e38, 2.0]])
+    assert sample_next(logits, temperature=0.0).tolist() == [0, 1]
+    probs = sampling_probs(logits)
+    assert torch.equal(probs.argmax(dim=-1), torch.tensor([0, 1]))
