@@ -30,7 +30,20 @@ def _import_ipympl() -> tuple[type, type]:
     return Canvas, FigureManager
 
 
+def _enable_colab_widgets() -> bool:
+    """In Google Colab, turn on the widget manager that ipympl needs; elsewhere do nothing."""
+    # Colab renders ipywidgets' own controls out of the box, but third-party widgets such as
+    # ipympl's canvas only after this call. JupyterLab, VS Code and Binder need nothing.
+    if "google.colab" not in sys.modules:
+        return False
+    from google.colab import output
+
+    output.enable_custom_widget_manager()
+    return True
+
+
 Canvas, FigureManager = _import_ipympl()
+_enable_colab_widgets()
 _figure_numbers = itertools.count(1)
 
 
