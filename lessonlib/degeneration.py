@@ -31,6 +31,7 @@ Definitions (the notebook states them too):
   in-grammar share.
 - entropy: how much choice each token had, in nats: under the sampling rule that drew it
   (`sampling_entropy`, 0 for greedy) or under the true grammar (`truth_entropy`).
+- standard error of a share p (loop, valid, in grammar) of n generations: sqrt(p(1-p)/n).
 
 Pure functions on strings and tensors, except `continuation_log_probs` (a batched forward pass of
 a model). Nothing here generates text (see `lessonlib.generation` and `lessonlib.beam_search`)
@@ -62,6 +63,7 @@ __all__ = [
     "bleu",
     "continuation_log_probs",
     "ends_in_loop",
+    "format_share_errors",
     "format_table",
     "generation_log_probs",
     "loop_share",
@@ -69,6 +71,7 @@ __all__ = [
     "perplexity",
     "sampling_entropy",
     "self_bleu",
+    "share_standard_error",
     "truth_entropy",
     "truth_score",
     "word_frequencies",
@@ -478,4 +481,38 @@ def format_table(
                     f"{ref['zipf']:>6.2f}{ref['repetition']:>8.2f}"
                 )
         lines.append(line)
+    return "\n".join(lines)
+
+
+def share_standard_error(share: float, n: int) -> float:
+    """sqrt(share * (1 - share) / n): the standard error of a share measured on n generations."""
+    _check_int("n", n, 1)
+    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+        raise ValueError(f"share must be a number in [0, 1], got {share!r}")
+    return math.sqrt(share * (1 - share) / n)
+
+
+# The table's shares, by column name: each is a count of generations over their number.
+_SHARES = {"loop %": "repetition", "valid %": "valid", "in-gram %": "in_grammar"}
+
+
+def format_share_errors(rows: Sequence[DegenerationRow]) -> str:
+    """Each row's shares in percent with one standard error each, and what a 0 or 100% means."""
+    head = f"{'method':<16}{'n':>4}" + "".join(f"{name:>11}{'+- s.e.':>9}" for name in _SHARES)
+    lines = ["the shares, in percent, with their standard errors sqrt(p(1-p)/n):", head]
+    lines.append("-" * len(head))
+    for row in rows:
+        line = f"{row.method:<16}{row.generations:>4}"
+        for field in _SHARES.values():
+            share = getattr(row, field)
+            error = share_standard_error(share, row.generations)
+            line += f"{100 * share:>11.1f}{100 * error:>9.1f}"
+        lines.append(line)
+    # sqrt(p(1-p)/n) is 0 at p = 0 or 1, which would claim certainty that n generations cannot give.
+    sizes = sorted({row.generations for row in rows}, reverse=True)
+    bounds = ", ".join(f"{min(300 / n, 100):.1f} points for n = {n}" for n in sizes)
+    lines.append(
+        "A share of 0 or 100% has standard error 0 by this formula, yet the true share can be up "
+        f"to 3/n away (95%, the rule of three): {bounds}."
+    )
     return "\n".join(lines)

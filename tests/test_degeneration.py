@@ -14,6 +14,7 @@ from lessonlib.degeneration import (
     bleu,
     continuation_log_probs,
     ends_in_loop,
+    format_share_errors,
     format_table,
     generation_log_probs,
     loop_share,
@@ -21,6 +22,7 @@ from lessonlib.degeneration import (
     perplexity,
     sampling_entropy,
     self_bleu,
+    share_standard_error,
     truth_entropy,
     truth_score,
     word_frequencies,
@@ -382,3 +384,26 @@ def test_format_table_puts_the_paper_beside_ours():
     assert "73.66" in lines[2] and "87.5" in lines[2]
     assert lines[3].rstrip().endswith("-") and "nan" in lines[3]
     assert "paper" not in format_table([row])
+
+
+def test_share_standard_error():
+    assert share_standard_error(0.5, 25) == pytest.approx(0.1)
+    assert share_standard_error(0.2, 100) == pytest.approx(0.04)
+    assert share_standard_error(0.0, 10) == 0.0 == share_standard_error(1, 10)
+    with pytest.raises(ValueError, match="share must be a number in"):
+        share_standard_error(1.5, 10)
+    with pytest.raises(ValueError, match="n must be an int >= 1"):
+        share_standard_error(0.5, 0)
+
+
+def test_format_share_errors_gives_each_share_its_error_and_bounds_the_certain_ones():
+    rows = [
+        DegenerationRow("greedy", 100, 1.06, 0.7, 1.5, 0.9, 0.3, 0.04, 1.0, -0.07),
+        DegenerationRow("beam b=16", 20, 1.03, 0.5, 1.4, 0.0, 0.5, 1.0, 1.0, -0.03),
+    ]
+    lines = format_share_errors(rows).splitlines()
+    assert "sqrt(p(1-p)/n)" in lines[0] and "loop %" in lines[1] and "in-gram %" in lines[1]
+    # greedy: loop 90 +- 3.0, valid 4 +- 1.96, in grammar 100 +- 0 (percent)
+    assert lines[3].split() == ["greedy", "100", "90.0", "3.0", "4.0", "2.0", "100.0", "0.0"]
+    assert lines[4].split()[-6:] == ["0.0", "0.0", "100.0", "0.0", "100.0", "0.0"]
+    assert lines[5].endswith("3.0 points for n = 100, 15.0 points for n = 20.")
