@@ -25,15 +25,19 @@ PROMPT = "Once upon a time"  # 16 characters
 NEW_TOKENS = 240
 
 
-def median_seconds(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of `fn` over `repeats` calls, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function, timed in turn within every repeat, after a warm-up."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    # One call of each per round, so that a slow spell of the machine hits all of them alike
+    # instead of whichever happened to be timed then.
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -64,10 +68,11 @@ def main() -> None:
             for _ in range(NEW_TOKENS):
                 model(one_token)
 
-    forward = median_seconds(bare_forwards, args.repeats) / NEW_TOKENS
-    cached = median_seconds(greedy(1, True), args.repeats)
-    uncached = median_seconds(greedy(1, False), args.repeats)
-    batch_256 = median_seconds(greedy(256, True), max(1, args.repeats // 2))
+    batch_1 = {"bare": bare_forwards, "cached": greedy(1, True), "uncached": greedy(1, False)}
+    medians = interleaved_medians(batch_1, args.repeats)
+    forward = medians["bare"] / NEW_TOKENS
+    cached, uncached = medians["cached"], medians["uncached"]
+    batch_256 = interleaved_medians({"b256": greedy(256, True)}, max(1, args.repeats // 2))["b256"]
 
     cached_step = cached / NEW_TOKENS
     counted = [

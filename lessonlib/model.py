@@ -51,11 +51,11 @@ class GPTConfig:
 
 
 class KVCache:
-    """Keys and values of the tokens seen so far, per layer, in buffers that grow by doubling.
+    """Keys and values of the tokens seen so far, per layer, in one buffer that grows by doubling.
 
     A cached forward pass writes the new tokens' keys and values at positions
     `length .. length + T - 1` and attends over `0 .. length + T - 1`; nothing is
-    concatenated per step. The buffers start small and double when full (up to the model's
+    concatenated per step. The buffer starts small and doubles when full (up to the model's
     block size), so a short generation does not pay memory for the whole context.
     """
 
@@ -66,26 +66,33 @@ class KVCache:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.max_length = config.block_size  # the cache never holds more positions than this
         capacity = min(self.INITIAL_CAPACITY, config.block_size)
-        shape = (config.n_layer, batch_size, config.n_head, capacity, config.head_dim)
-        # Uninitialised: only positions below `length` are ever read, and filling a buffer
-        # nobody reads would cost a full pass over it (and make all its memory resident).
-        self.keys = torch.empty(shape, dtype=dtype, device=device)
-        self.values = torch.empty(shape, dtype=dtype, device=device)
+        # (layer, key or value, batch, head, position, head_dim): a layer's keys and values sit
+        # side by side, so one copy stores both. Uninitialised: only positions below `length`
+        # are ever read, and filling memory nobody reads would cost a pass (and make it resident).
+        shape = (config.n_layer, 2, batch_size, config.n_head, capacity, config.head_dim)
+        self._set_buffer(torch.empty(shape, dtype=dtype, device=device))
         self.length = 0  # number of positions already filled
-        self._layers: list[tuple[Tensor, Tensor]] | None = None  # per-layer views, see layers()
+
+    def _set_buffer(self, buffer: Tensor) -> None:
+        self.buffer = buffer
+        # Views, not copies: (layer, batch, head, position, head_dim) each.
+        self.keys, self.values = buffer[:, 0], buffer[:, 1]
+        # One (2, batch, head, position, head_dim) view per layer, made once per buffer.
+        # (Indexing, not unbind: unbind's views may not be written in place when grad is on.)
+        self._layers = [buffer[i] for i in range(buffer.shape[0])]
 
     @property
     def batch_size(self) -> int:
         """Number of sequences the cache holds."""
-        return self.keys.shape[1]
+        return self.buffer.shape[2]
 
     @property
     def capacity(self) -> int:
         """Positions allocated now (grows up to max_length)."""
-        return self.keys.shape[3]
+        return self.buffer.shape[4]
 
     def reserve(self, length: int) -> None:
-        """Make room for `length` positions, doubling the buffers as often as needed."""
+        """Make room for `length` positions, doubling the buffer as often as needed."""
         if length > self.max_length:
             raise ValueError(f"length must be <= max_length={self.max_length}, got {length}")
         capacity = self.capacity
@@ -93,33 +100,27 @@ class KVCache:
             return
         while capacity < length:
             capacity = min(2 * capacity, self.max_length)
-        grown_keys = self.keys.new_empty(*self.keys.shape[:3], capacity, self.keys.shape[4])
-        grown_values = torch.empty_like(grown_keys)
-        grown_keys[:, :, :, : self.length] = self.keys[:, :, :, : self.length]
-        grown_values[:, :, :, : self.length] = self.values[:, :, :, : self.length]
-        self.keys, self.values = grown_keys, grown_values
-        self._layers = None
+        shape = self.buffer.shape
+        grown = self.buffer.new_empty(*shape[:4], capacity, shape[5])
+        grown[..., : self.length, :] = self.buffer[..., : self.length, :]
+        self._set_buffer(grown)
 
     def keep_rows(self, rows: Tensor) -> None:
         """Keep only the sequences at `rows` (batch indices), in that order; may repeat rows."""
-        self.keys = self.keys[:, rows, :, : max(self.length, 1)]
-        self.values = self.values[:, rows, :, : max(self.length, 1)]
-        self._layers = None
+        self._set_buffer(self.buffer[:, :, rows, :, : max(self.length, 1)])
 
-    def layers(self) -> list[tuple[Tensor, Tensor]]:
-        """(keys, values) views of each layer, made once per buffer rather than once per step."""
-        if self._layers is None:
-            self._layers = [(self.keys[i], self.values[i]) for i in range(self.keys.shape[0])]
+    def layers(self) -> list[Tensor]:
+        """Each layer's (2, batch, head, position, head_dim) view: keys, then values."""
         return self._layers
 
     def reset(self) -> None:
-        """Forget every cached position (the buffers are reused)."""
+        """Forget every cached position (the buffer is reused)."""
         self.length = 0
 
     def nbytes_per_token(self) -> int:
         """Bytes the cache spends on one token of one sequence (keys and values, all layers)."""
-        n_layer, _, n_head, _, head_dim = self.keys.shape
-        return 2 * n_layer * n_head * head_dim * self.keys.element_size()
+        n_layer, two, _, n_head, _, head_dim = self.buffer.shape
+        return n_layer * two * n_head * head_dim * self.buffer.element_size()
 
 
 class CausalSelfAttention(nn.Module):
@@ -131,23 +132,20 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, start: int) -> Tensor:
+    def forward(self, x: Tensor, cache: Tensor | None, start: int) -> Tensor:
         """Attend from the T new positions in x; `cache` holds this layer's keys and values."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_dim)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # (B, T, 3C) -> (3, B, n_head, T, head_dim): queries, keys, values as views, no copies.
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4)
+        q = qkv[0]
         if cache is None or start == 0:
             # All positions are new: the ordinary causal mask is exactly right.
             if cache is not None:
-                cache[0][:, :, :T] = k
-                cache[1][:, :, :T] = v
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                cache[:, :, :, :T] = qkv[1:]
+            y = F.scaled_dot_product_attention(q, qkv[1], qkv[2], is_causal=True)
         else:
-            keys, values = cache
-            keys[:, :, start : start + T] = k
-            values[:, :, start : start + T] = v
-            k_all, v_all = keys[:, :, : start + T], values[:, :, : start + T]
+            cache[:, :, :, start : start + T] = qkv[1:]  # the new keys and values, one copy
+            k_all, v_all = cache[:, :, :, : start + T]
             if T == 1:
                 # One new token may look at every cached position: no mask needed.
                 y = F.scaled_dot_product_attention(q, k_all, v_all)
@@ -174,7 +172,7 @@ class Block(nn.Module):
             nn.Linear(4 * config.n_embd, config.n_embd),
         )
 
-    def forward(self, x: Tensor, cache: tuple[Tensor, Tensor] | None, start: int) -> Tensor:
+    def forward(self, x: Tensor, cache: Tensor | None, start: int) -> Tensor:
         """Apply the block to the new positions."""
         x = x + self.attn(self.ln1(x), cache, start)
         return x + self.mlp(self.ln2(x))
@@ -230,8 +228,9 @@ class GPT(nn.Module):
         T = token_ids.shape[1]
         if kv_cache is not None:
             kv_cache.reserve(start + T)
-        positions = torch.arange(start, start + T, device=token_ids.device)
-        x = self.token_embedding(token_ids) + self.position_embedding(positions)
+        # Positions start .. start + T - 1 are consecutive: a slice of the table, not a lookup.
+        positions = self.position_embedding.weight[start : start + T]
+        x = self.token_embedding(token_ids) + positions
         layer_caches = [None] * len(self.blocks) if kv_cache is None else kv_cache.layers()
         for block, cache in zip(self.blocks, layer_caches, strict=True):
             x = block(x, cache, start)

@@ -33,6 +33,15 @@ def _validate(logits: object, **params: object) -> Tensor:
 
     Returns each row's maximum logit (keepdim), which the check needs and the pipeline reuses.
     """
+    _validate_tensor(logits)
+    row_max = logits.amax(dim=-1, keepdim=True)
+    _check_finite(logits, row_max)
+    _validate_params(params)
+    return row_max
+
+
+def _validate_tensor(logits: object) -> None:
+    """Type, dtype and shape of `logits`; no pass over its values."""
     if not isinstance(logits, Tensor):
         raise TypeError(
             f"logits must be a torch.Tensor of shape (V,) or (B, V), got {type(logits).__name__}"
@@ -42,20 +51,23 @@ def _validate(logits: object, **params: object) -> Tensor:
             f"logits must have a floating dtype (e.g. torch.float32), got {logits.dtype}; "
             "convert with logits.float()"
         )
-    shape = tuple(logits.shape)
     if logits.dim() not in (1, 2):
-        raise ValueError(f"logits must have shape (V,) or (B, V), got shape {shape}")
+        raise ValueError(f"logits must have shape (V,) or (B, V), got shape {tuple(logits.shape)}")
     if logits.numel() == 0:
-        raise ValueError(f"logits must have at least one row and one token, got shape {shape}")
-    # One reduction for the common case (called once per decoding step): a row's maximum is NaN
-    # if the row holds a NaN (amax propagates NaN), +inf if it holds +inf, and -inf if the row
-    # is all -inf. Their sum is finite when every maximum is; if it is not (or a sum of huge
-    # logits overflows), the slow check below names the bad entry or finds none.
-    row_max = logits.amax(dim=-1, keepdim=True)
-    if not math.isfinite(float(row_max.sum())):
-        _validate_non_finite(logits, shape)
-    _validate_params(params)
-    return row_max
+        raise ValueError(
+            f"logits must have at least one row and one token, got shape {tuple(logits.shape)}"
+        )
+
+
+def _check_finite(logits: Tensor, row_max: Tensor) -> None:
+    """Raise naming the bad entry if some row of `logits` (with maxima `row_max`) is unusable."""
+    # The cheap test for the common case (once per decoding step): a row's maximum is NaN if the
+    # row holds a NaN (max propagates NaN), +inf if it holds +inf, and -inf if the row is all
+    # -inf. Their sum is finite when every maximum is; if it is not (or a sum of huge logits
+    # overflows), the slow check names the bad entry or finds none. One maximum needs no sum.
+    total = float(row_max) if row_max.numel() == 1 else float(row_max.sum())
+    if not math.isfinite(total):
+        _validate_non_finite(logits, tuple(logits.shape))
 
 
 def _validate_non_finite(logits: Tensor, shape: tuple[int, ...]) -> None:
@@ -256,11 +268,18 @@ def sample_next(
 
     `temperature=0` returns the argmax without consuming randomness from `generator`.
     """
-    row_max = _validate(
-        logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+    _validate_tensor(logits)
+    _validate_params(
+        {"temperature": temperature, "top_k": top_k, "top_p": top_p, "generator": generator}
     )
     if temperature == 0:
-        return logits.argmax(dim=-1)
+        # One reduction gives both the pick and the maxima the finite check needs; max, like
+        # argmax, returns the first maximal index.
+        row_max, picked = logits.max(dim=-1)
+        _check_finite(logits, row_max)
+        return picked
+    row_max = logits.amax(dim=-1, keepdim=True)
+    _check_finite(logits, row_max)
     probs = _probs(logits, row_max, temperature, top_k, top_p)
     rows = probs.reshape(-1, probs.shape[-1])
     draws = torch.multinomial(rows, num_samples=1, generator=generator)

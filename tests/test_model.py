@@ -144,6 +144,25 @@ def test_cache_grows_by_doubling_and_keeps_what_it_held():
         cache.reserve(301)
 
 
+def test_keys_and_values_are_the_cached_ones_after_growth_and_keep_rows():
+    """`keys`/`values` stay views of the current buffer, so they show what attention reads."""
+    model = lively_model(block_size=300)
+    token_ids = torch.randint(VOCAB, (3, 140), generator=torch.Generator().manual_seed(8))
+    with torch.inference_mode():
+        cache = model.new_kv_cache(3)
+        model(token_ids[:, :100], kv_cache=cache)
+        model(token_ids[:, 100:], kv_cache=cache)  # grows the buffer past 128 positions
+        cache.keep_rows(torch.tensor([2, 0]))
+        # Layer 0's keys and values, recomputed from scratch for the kept rows.
+        block = model.blocks[0]
+        x = model.token_embedding(token_ids[[2, 0]]) + model.position_embedding.weight[:140]
+        qkv = block.attn.qkv(block.ln1(x)).view(2, 140, 3, 4, 8).permute(2, 0, 3, 1, 4)
+    for cached, fresh in ((cache.keys[0], qkv[1]), (cache.values[0], qkv[2])):
+        torch.testing.assert_close(cached[:, :, :140], fresh, atol=1e-6, rtol=0)
+    assert torch.equal(cache.layers()[0][0], cache.keys[0])
+    assert torch.equal(cache.layers()[0][1], cache.values[0])
+
+
 def test_keep_rows_drops_and_reorders_sequences():
     model = lively_model()
     token_ids = torch.randint(VOCAB, (3, 10), generator=torch.Generator().manual_seed(7))
