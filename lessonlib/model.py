@@ -144,8 +144,10 @@ class CausalSelfAttention(nn.Module):
                 cache[:, :, :, :T] = qkv[1:]
             y = F.scaled_dot_product_attention(q, qkv[1], qkv[2], is_causal=True)
         else:
-            cache[:, :, :, start : start + T] = qkv[1:]  # the new keys and values, one copy
-            k_all, v_all = cache[:, :, :, : start + T]
+            # The new keys and values in one copy, then all of them; narrow(3, ...) slices
+            # positions (dim 3 of the (2, B, n_head, position, head_dim) cache) in one call.
+            cache.narrow(3, start, T).copy_(qkv[1:])
+            k_all, v_all = cache.narrow(3, 0, start + T)
             if T == 1:
                 # One new token may look at every cached position: no mask needed.
                 y = F.scaled_dot_product_attention(q, k_all, v_all)
