@@ -39,6 +39,7 @@ from lessonlib.generation import (
     LanguageModel,
     decoding_threads,
     next_token_logits,
+    reserve_cache,
     torch_threads,
 )
 from lessonlib.tokenizer import CharTokenizer
@@ -192,6 +193,7 @@ def beam_search_many(
     scores = torch.full((len(prompts), width), -math.inf, dtype=torch.float64)
     scores[:, 0] = 0.0
     kv_cache = model.new_kv_cache(len(prompts) * width) if use_cache else None
+    reserve_cache(kv_cache, start + max_new_tokens, block_size=model.block_size)
     beams = [
         _Beam(
             p,
@@ -380,9 +382,9 @@ def _copy_cache_rows(kv_cache: object, source_rows: Tensor) -> None:
     """Make row i of the cache hold what row source_rows[i] held (filled positions only)."""
     if kv_cache is None:
         return
-    if not all(hasattr(kv_cache, name) for name in ("keys", "values", "length")):
+    if not all(hasattr(kv_cache, name) for name in ("layers", "length")):
         raise TypeError(
-            "beam search moves KV cache rows through the cache's keys, values and length; "
+            "beam search moves KV cache rows through the cache's layers() and length; "
             f"got {type(kv_cache).__name__}"
         )
     moved = torch.nonzero(source_rows != torch.arange(len(source_rows), device=source_rows.device))
@@ -391,10 +393,11 @@ def _copy_cache_rows(kv_cache: object, source_rows: Tensor) -> None:
         return
     targets = moved.flatten()
     sources = source_rows[targets]
-    # keys/values are (n_layer, batch, n_head, block_size, head_dim). Targets are never
-    # sources (a target row's own hypothesis died), so the copy cannot read a row it wrote.
-    kv_cache.keys[:, targets, :, :filled] = kv_cache.keys[:, sources, :, :filled]
-    kv_cache.values[:, targets, :, :filled] = kv_cache.values[:, sources, :, :filled]
+    # Each layer is (2, batch, n_head, position, head_dim). Targets are never sources (a target
+    # row's own hypothesis died), so the copy cannot read a row it wrote. One layer at a time:
+    # the gathered rows are a temporary copy, a quarter the size of all layers' at once.
+    for layer in kv_cache.layers():
+        layer[:, targets, :, :filled] = layer[:, sources, :, :filled]
 
 
 @torch.inference_mode()

@@ -78,6 +78,15 @@ class Generation:
         return self.texts[0]
 
 
+def reserve_cache(kv_cache: object, length: int, *, block_size: int) -> None:
+    """Give a cache room for `length` positions (at most block_size) at once, if it can grow."""
+    # One allocation instead of doubling as the context grows: no copies of the filled part,
+    # and never an old and a grown buffer alive together. Positions never written cost no
+    # physical memory (the buffer is uninitialised). A model without a cache passes None.
+    if hasattr(kv_cache, "reserve"):
+        kv_cache.reserve(min(length, block_size))
+
+
 def next_token_logits(
     model: LanguageModel, context: Tensor, kv_cache=None, *, new_tokens: int | None = None
 ) -> Tensor:
@@ -156,6 +165,7 @@ def generate(
     tokens[:, :prompt_length] = torch.tensor(encoded, dtype=torch.long, device=device)
     recorded = torch.zeros(batch, max_new_tokens, model.vocab_size) if record_logits else None
     kv_cache = model.new_kv_cache(batch) if use_cache else None
+    reserve_cache(kv_cache, prompt_length + max_new_tokens, block_size=model.block_size)
     rows = torch.arange(batch, device=device)  # the rows the model computes (the cache's rows)
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     length, fresh, steps = prompt_length, prompt_length, 0

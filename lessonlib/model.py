@@ -56,7 +56,7 @@ class KVCache:
     A cached forward pass writes the new tokens' keys and values at positions
     `length .. length + T - 1` and attends over `0 .. length + T - 1`; nothing is
     concatenated per step. The buffer starts small and doubles when full (up to the model's
-    block size), so a short generation does not pay memory for the whole context.
+    block size); `generate` and beam search reserve the room they will need at once instead.
     """
 
     INITIAL_CAPACITY = 128  # positions allocated at first; doubled when a longer context arrives

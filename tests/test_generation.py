@@ -18,7 +18,7 @@ from lessonlib.generation import (
     prompt_logits,
     torch_threads,
 )
-from lessonlib.model import GPT, GPTConfig
+from lessonlib.model import GPT, GPTConfig, KVCache
 from lessonlib.paths import REPO_ROOT
 from lessonlib.tokenizer import CharTokenizer
 
@@ -174,6 +174,25 @@ def test_a_large_batch_decodes_on_all_threads(monkeypatch):
         seen.clear()
         sample(lively_model(), ["a"] * 3, seed=0, max_new_tokens=2)
         assert seen == [GENERATION_THREADS, 2]
+
+
+def test_the_cache_grows_once_before_the_first_step(monkeypatch):
+    # (capacity, positions already filled) each time a cache gets a buffer: growing before the
+    # first forward pass copies nothing, and there is no later growth during the generation.
+    buffers = []
+    real_set = KVCache._set_buffer
+
+    def record(cache, buffer):
+        buffers.append((buffer.shape[4], getattr(cache, "length", 0)))
+        real_set(cache, buffer)
+
+    monkeypatch.setattr(KVCache, "_set_buffer", record)
+    model = lively_model(block_size=300)
+    sample(model, ["ab", "cd"], seed=0, max_new_tokens=200, stop_at_boundary=False)
+    assert buffers == [(KVCache.INITIAL_CAPACITY, 0), (256, 0)]  # 3 + 200 positions needed
+    buffers.clear()
+    sample(model, "ab", seed=0, max_new_tokens=400, stop_at_boundary=False)
+    assert buffers == [(KVCache.INITIAL_CAPACITY, 0), (300, 0)]  # never beyond the block size
 
 
 def test_rows_that_stop_early_are_dropped_without_changing_the_others():
