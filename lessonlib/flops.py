@@ -20,6 +20,9 @@ for a full causal pass). On CPU, torch's counter does not see attention at all, 
 `scaled_dot_product_attention` runs a fused kernel it has no formula for; `measure_flops`
 therefore switches attention to the math backend, which is made of counted matrix products.
 
+`count_operations` counts something else: the tensor operations a call starts, whatever their
+size. On a model this small a decoding step's time follows that count more than its FLOPs.
+
 This module is not about timing (see the lesson notebook) nor about the generation loop itself
 (`lessonlib.generation`); `generation_step_flops` mirrors that loop's cache rule step by step.
 """
@@ -28,6 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +40,7 @@ from lessonlib.model import GPTConfig
 
 __all__ = [
     "ForwardFlops",
+    "count_operations",
     "cumulative_generation_flops",
     "fit_exponent",
     "forward_flops",
@@ -211,3 +217,23 @@ def measure_flops(run: Callable[[], object]) -> int:
     with sdpa_kernel(SDPBackend.MATH), counter:
         run()
     return counter.get_total_flops()
+
+
+def count_operations(run: Callable[[], object]) -> Counter[str]:
+    """The torch operations `run()` starts from Python, by name (e.g. "aten::linear"): 1 each.
+
+    Only top-level operations count: a linear layer is one "aten::linear", not also the matrix
+    product it calls inside. Views and slices count too; each costs a fixed few microseconds.
+    """
+    # The profiler's C++ layer (kineto) logs its every start and stop to stderr unless told
+    # otherwise before its first use; 6 silences it (an explicit setting is left alone).
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        run()
+    return Counter(
+        event.name
+        for event in profiler.events()
+        if event.cpu_parent is None and event.name.startswith("aten::")
+    )

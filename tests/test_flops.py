@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from lessonlib import tinytales
 from lessonlib.flops import (
     ForwardFlops,
+    count_operations,
     cumulative_generation_flops,
     fit_exponent,
     forward_flops,
@@ -269,3 +270,27 @@ def test_fit_exponent_rejects_bad_input():
     with pytest.raises(ValueError, match="positive"):
         fit_exponent([1, 2], [0, 2])
     assert not math.isnan(fit_exponent([1, 2], [1, 2]))
+
+
+def test_count_operations_counts_what_python_starts_once_each():
+    x = torch.ones(4, 3)
+    weight = torch.ones(2, 3)
+    counted = count_operations(lambda: torch.nn.functional.linear(x, weight) + 1)
+    # linear calls a matrix product inside; only the outer call counts.
+    assert counted == {"aten::linear": 1, "aten::add": 1}
+    assert count_operations(lambda: (x[1:], x.view(12))) == {"aten::slice": 1, "aten::view": 1}
+
+
+def test_a_cached_step_adds_three_operations_per_layer(odd_model):
+    """The cache's cost in operations: store keys and values (slice, narrow, copy), read them
+    back (narrow, unbind), less the two selects that pick k and v without a cache."""
+    ids = torch.zeros(1, 6, dtype=torch.long)
+    with torch.inference_mode():
+        bare = count_operations(lambda: odd_model(ids[:, :1]))
+        cache = odd_model.new_kv_cache(1)
+        cache.reserve(6)  # as generate does: no growth inside the counted step
+        odd_model(ids[:, :5], kv_cache=cache)
+        cached = count_operations(lambda: odd_model(ids[:, 5:], kv_cache=cache))
+    assert sum(cached.values()) - sum(bare.values()) == 3 * ODD.n_layer
+    assert cached["aten::copy_"] == ODD.n_layer  # keys and values stored in one copy per layer
+    assert bare["aten::linear"] == cached["aten::linear"] == 4 * ODD.n_layer + 1
