@@ -24,12 +24,19 @@ from lessonlib.tokenizer import CharTokenizer
 # (batch x 128) matrices, work that splits well. Measured on 2 cores (ms per cached step, 1 vs
 # 2 threads): batch 2: 0.97 vs 1.12; batch 16: 3.2 vs 2.4; batch 64: 11.8 vs 7.1.
 GENERATION_THREADS = 1  # for small work: one sequence, or a few
-PARALLEL_BATCH = 16  # batches of at least this many sequences use every thread torch has
+PARALLEL_BATCH = 16  # batches of at least this many sequences use PARALLEL_THREADS
+# Two, not "every core": the thread count changes how torch splits its sums, so logits move by
+# about 1e-6 between 1 and 2 threads. A fixed count keeps generated text, and the notebooks'
+# saved outputs, the same on a 2-core laptop and a 16-core server.
+PARALLEL_THREADS = 2
 
 
 def decoding_threads(batch_size: int) -> int:
     """Torch threads for one decoding step of `batch_size` sequences (see PARALLEL_BATCH)."""
-    return GENERATION_THREADS if batch_size < PARALLEL_BATCH else torch.get_num_threads()
+    if batch_size < PARALLEL_BATCH:
+        return GENERATION_THREADS
+    # Never more than torch was allowed: torch.set_num_threads(1) by a user still means 1.
+    return min(PARALLEL_THREADS, torch.get_num_threads())
 
 
 @contextmanager

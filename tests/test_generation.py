@@ -12,6 +12,7 @@ import torch
 from lessonlib.generation import (
     GENERATION_THREADS,
     PARALLEL_BATCH,
+    PARALLEL_THREADS,
     LanguageModel,
     decoding_threads,
     generate,
@@ -157,23 +158,24 @@ def test_generation_restores_the_thread_count():
     assert torch.get_num_threads() == before
 
 
-def test_small_batches_decode_on_one_thread_and_large_ones_on_all():
-    with torch_threads(2):
-        assert decoding_threads(1) == decoding_threads(PARALLEL_BATCH - 1) == GENERATION_THREADS
-        assert decoding_threads(PARALLEL_BATCH) == decoding_threads(256) == 2
+def test_small_batches_decode_on_one_thread_and_large_ones_on_two():
+    for allowed, large in ((1, 1), (2, 2), (4, 2)):
+        with torch_threads(allowed):
+            assert decoding_threads(1) == decoding_threads(PARALLEL_BATCH - 1) == 1
+            assert decoding_threads(PARALLEL_BATCH) == decoding_threads(256) == large
 
 
-def test_a_large_batch_decodes_on_all_threads(monkeypatch):
+def test_a_large_batch_decodes_on_two_threads(monkeypatch):
     seen = []
     real = torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: (seen.append(n), real(n)))
-    with torch_threads(2):
+    with torch_threads(4):
         seen.clear()
         sample(lively_model(), ["a"] * PARALLEL_BATCH, seed=0, max_new_tokens=2)
-        assert seen == [2, 2]  # set for the loop, then restored
+        assert seen == [PARALLEL_THREADS, 4]  # set for the loop, then restored
         seen.clear()
         sample(lively_model(), ["a"] * 3, seed=0, max_new_tokens=2)
-        assert seen == [GENERATION_THREADS, 2]
+        assert seen == [GENERATION_THREADS, 4]
 
 
 def test_the_cache_grows_once_before_the_first_step(monkeypatch):
