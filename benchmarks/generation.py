@@ -19,7 +19,7 @@ import torch
 
 from lessonlib.checkpoint import load_model
 from lessonlib.flops import generation_flops
-from lessonlib.generation import GENERATION_THREADS, generate, torch_threads
+from lessonlib.generation import GENERATION_THREADS, decoding_threads, generate, torch_threads
 
 PROMPT = "Once upon a time"  # 16 characters
 NEW_TOKENS = 240
@@ -88,7 +88,8 @@ def main() -> None:
         ("cached greedy, batch 256", batch_256 / NEW_TOKENS * 1e3, 256 * NEW_TOKENS / batch_256),
     ]
     print(
-        f"torch {torch.__version__}, {GENERATION_THREADS} decoding thread(s); "
+        f"torch {torch.__version__}; decoding threads: {decoding_threads(1)} at batch 1, "
+        f"{decoding_threads(256)} at batch 256; "
         f"{NEW_TOKENS} new tokens after a {len(PROMPT)}-character prompt"
     )
     print(f"{'measurement':28} {'ms per step':>12} {'tokens/s':>10}")
