@@ -19,6 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "apply_temperature",
+    "check_temperature",
     "filter_top_k",
     "filter_top_p",
     "sample_next",
@@ -89,19 +90,26 @@ def _validate_non_finite(logits: Tensor, shape: tuple[int, ...]) -> None:
         )
 
 
+def check_temperature(value: object, *, name: str = "temperature", greedy: bool = True) -> float:
+    """`value` as a float, or TypeError/ValueError naming `name`, the value and what is accepted.
+
+    Accepted: a finite real number >= 0, where 0 means greedy; > 0 with `greedy=False`.
+    """
+    accepted = ">= 0 (0 means greedy)" if greedy else "> 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number {accepted}, got {value!r} of type {type(value).__name__}"
+        )
+    if not (math.isfinite(value) and (value >= 0 if greedy else value > 0)):
+        raise ValueError(f"{name} must be a finite number {accepted}, got {value!r}")
+    return float(value)
+
+
 def _validate_params(params: dict[str, object]) -> None:
     """Check temperature, k/top_k, p/top_p and generator, whichever are given."""
     for name, value in params.items():
         if name == "temperature":
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                raise TypeError(
-                    f"temperature must be a real number >= 0, got {value!r} "
-                    f"of type {type(value).__name__}"
-                )
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(
-                    f"temperature must be a finite number >= 0 (0 means greedy), got {value!r}"
-                )
+            check_temperature(value)
         elif name in ("k", "top_k"):
             if value is None:
                 continue

@@ -11,8 +11,6 @@ Pure functions of their inputs (randomness only from the given seed); no plottin
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -23,7 +21,7 @@ from lessonlib import tinytales
 from lessonlib.distributions import entropy
 from lessonlib.generation import LanguageModel, generate
 from lessonlib.metrics import distinct_n, find_cycle, repetition_rate
-from lessonlib.sampling import sampling_probs
+from lessonlib.sampling import check_temperature, sampling_probs
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [
@@ -49,12 +47,7 @@ def _check_temperatures(temperatures: Sequence[float]) -> list[float]:
     values = list(temperatures)
     if not values:
         raise ValueError("temperatures must be a non-empty sequence of numbers >= 0, got none")
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise TypeError(f"temperatures must hold real numbers, got {value!r}")
-        if not (math.isfinite(value) and value >= 0):
-            raise ValueError(f"temperatures must be finite and >= 0 (0 = greedy), got {value!r}")
-    return [float(value) for value in values]
+    return [check_temperature(value, name=f"temperatures[{i}]") for i, value in enumerate(values)]
 
 
 def temperature_regimes(logits: Tensor, temperatures: Sequence[float]) -> list[Regime]:

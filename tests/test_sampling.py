@@ -561,3 +561,15 @@ def test_huge_finite_logits_pass_the_finite_check():
     assert sample_next(logits, temperature=0.0).tolist() == [0, 1]
     probs = sampling_probs(logits)
     assert torch.equal(probs.argmax(dim=-1), torch.tensor([0, 1]))
+
+
+def test_check_temperature_names_the_parameter_and_the_accepted_range():
+    from lessonlib.sampling import check_temperature
+
+    assert check_temperature(0) == 0.0 and check_temperature(2) == 2.0
+    with pytest.raises(ValueError, match=r"^tau must be a finite number > 0, got 0$"):
+        check_temperature(0, name="tau", greedy=False)
+    with pytest.raises(ValueError, match=r">= 0 \(0 means greedy\), got nan"):
+        check_temperature(math.nan)
+    with pytest.raises(TypeError, match=r"temperature must be a real number .* of type bool"):
+        check_temperature(True)

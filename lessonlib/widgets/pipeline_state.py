@@ -15,7 +15,6 @@ Pure: torch and lessonlib only, no ipywidgets or matplotlib (the view is
 from __future__ import annotations
 
 import dataclasses
-import math
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from torch import Tensor
 
 from lessonlib.generation import LanguageModel, prompt_logits
 from lessonlib.pipeline_order import StageProbs, draw_tokens, kept_mask, stage_probs
+from lessonlib.sampling import check_temperature
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.widgets.state import same_state
 
@@ -113,17 +113,6 @@ def source_from_model(
     return make_source(name, logits, labels, f"GPT's next character after {shown!r}")
 
 
-def _check_temperature(temperature: object) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(
-            f"temperature must be a real number > 0, got {temperature!r} "
-            f"of type {type(temperature).__name__}"
-        )
-    if not (math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
-    return float(temperature)
-
-
 def _check_top_k(top_k: object) -> int | None:
     if top_k is None:
         return None
@@ -182,7 +171,7 @@ class PipelineViewerState:
         # A read-only copy: a state must not change when the caller's dict does.
         object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
         self._check_source(self.source, "source")
-        object.__setattr__(self, "temperature", _check_temperature(self.temperature))
+        object.__setattr__(self, "temperature", check_temperature(self.temperature, greedy=False))
         top_k = _check_top_k(self.top_k)
         if top_k is not None and top_k >= self.vocab_size:
             top_k = None
@@ -213,7 +202,7 @@ class PipelineViewerState:
 
     def set_temperature(self, temperature: float) -> PipelineViewerState:
         """The same state at `temperature` (> 0)."""
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature, greedy=False)
         return self if temperature == self.temperature else self._changed(temperature=temperature)
 
     def set_top_k(self, top_k: int | None) -> PipelineViewerState:

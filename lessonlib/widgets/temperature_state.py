@@ -33,27 +33,13 @@ from lessonlib import tinytales
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY, load_bigram
 from lessonlib.distributions import entropy
 from lessonlib.generation import LanguageModel, prompt_logits
-from lessonlib.sampling import filter_top_k, sample_next, sampling_probs
+from lessonlib.sampling import check_temperature, filter_top_k, sample_next, sampling_probs
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.widgets.state import same_state
 
 __all__ = ["MAX_SAMPLES", "TemperatureExplorerState"]
 
 MAX_SAMPLES = 1_000_000  # most draws one `sample` call accepts (memory stays a few MB)
-
-
-def _check_temperature(temperature: object) -> float:
-    """`temperature` as a float, or ValueError/TypeError naming it and the accepted range."""
-    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
-        raise TypeError(
-            f"temperature must be a real number >= 0 (0 means greedy), got {temperature!r} "
-            f"of type {type(temperature).__name__}"
-        )
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise ValueError(
-            f"temperature must be a finite number >= 0 (0 means greedy), got {temperature!r}"
-        )
-    return float(temperature)
 
 
 def _check_seed(seed: object) -> int:
@@ -255,7 +241,7 @@ class TemperatureExplorerState:
 
     def set_temperature(self, temperature: float) -> TemperatureExplorerState:
         """The same distribution at `temperature` (>= 0; 0 is greedy)."""
-        temperature = _check_temperature(temperature)
+        temperature = check_temperature(temperature)
         if temperature == self.temperature:
             return self
         return self._changed(temperature=temperature)
