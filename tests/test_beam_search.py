@@ -17,9 +17,10 @@ from lessonlib.beam_search import (
 )
 from lessonlib.bigram import BigramModel, load_bigram
 from lessonlib.generation import generate, prompt_logits
-from lessonlib.model import GPT, GPTConfig
+from lessonlib.model import GPT
 from lessonlib.scoring import text_log_prob
 from lessonlib.tokenizer import CharTokenizer
+from tests.stub_models import lively_gpt
 
 TOY = CharTokenizer("\nabc", boundary="\n")  # three letters and the end token
 WIDE = CharTokenizer("\nabcdefgh .", boundary="\n")
@@ -27,15 +28,7 @@ WIDE = CharTokenizer("\nabcdefgh .", boundary="\n")
 
 def random_gpt(tokenizer: CharTokenizer, seed: int, *, block_size: int = 32) -> GPT:
     """A small random GPT with spread-out logits, so that hypotheses differ clearly."""
-    torch.manual_seed(seed)
-    config = GPTConfig(
-        vocab_size=tokenizer.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=16
-    )
-    model = GPT(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(3.0)
-    return model.eval()
+    return lively_gpt(tokenizer.vocab_size, seed=seed, block_size=block_size)
 
 
 def toy_bigram(

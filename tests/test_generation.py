@@ -19,24 +19,17 @@ from lessonlib.generation import (
     prompt_logits,
     torch_threads,
 )
-from lessonlib.model import GPT, GPTConfig, KVCache
+from lessonlib.model import GPT, KVCache
 from lessonlib.paths import REPO_ROOT
 from lessonlib.tokenizer import CharTokenizer
+from tests.stub_models import lively_gpt
 
 TOKENIZER = CharTokenizer("\nabcdefgh .", boundary="\n")
 
 
 def lively_model(seed: int = 0, block_size: int = 32) -> GPT:
-    """A small random GPT whose logits are far from uniform (see tests/test_model.py)."""
-    torch.manual_seed(seed)
-    config = GPTConfig(
-        vocab_size=TOKENIZER.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=16
-    )
-    model = GPT(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(3.0)
-    return model.eval()
+    """A small random GPT over TOKENIZER whose logits are far from uniform."""
+    return lively_gpt(TOKENIZER.vocab_size, seed=seed, block_size=block_size)
 
 
 def sample(model, prompt, seed, **settings):

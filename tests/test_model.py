@@ -7,18 +7,14 @@ import torch
 
 from lessonlib.generation import next_token_logits
 from lessonlib.model import GPT, GPTConfig, KVCache
+from tests.stub_models import lively_gpt
 
 VOCAB = 40
 
 
 def lively_model(block_size: int = 64, seed: int = 0) -> GPT:
-    """A small random GPT with weights large enough that its logits are far from uniform."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=VOCAB, block_size=block_size, n_layer=2, n_head=4, n_embd=32))
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(3.0)
-    return model.eval()
+    """A small random GPT, 4 heads of width 8, whose logits are far from uniform."""
+    return lively_gpt(VOCAB, seed=seed, block_size=block_size, n_head=4, n_embd=32)
 
 
 def cache_disagreement(model: GPT, token_ids: torch.Tensor, chunk: int = 1) -> float:

@@ -9,25 +9,18 @@ import torch
 
 from lessonlib import tinytales
 from lessonlib.generation import prompt_logits
-from lessonlib.model import GPT, GPTConfig
+from lessonlib.model import GPT
 from lessonlib.scoring import model_char_log_probs, text_log_prob, truth_char_log_probs
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.train import story_loss
+from tests.stub_models import lively_gpt
 
 TOKENIZER = CharTokenizer("\nabcdefgh .", boundary="\n")
 
 
 def lively_model(block_size: int = 32) -> GPT:
-    """A small random GPT whose logits are far from uniform."""
-    torch.manual_seed(0)
-    config = GPTConfig(
-        vocab_size=TOKENIZER.vocab_size, block_size=block_size, n_layer=2, n_head=2, n_embd=16
-    )
-    model = GPT(config)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.mul_(3.0)
-    return model.eval()
+    """A small random GPT over TOKENIZER whose logits are far from uniform."""
+    return lively_gpt(TOKENIZER.vocab_size, block_size=block_size)
 
 
 def test_model_scores_match_one_step_at_a_time() -> None:
