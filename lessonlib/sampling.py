@@ -218,13 +218,18 @@ def _probs(
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
     """Logits divided by `temperature > 0`; accepts (V,) or (B, V), returns the same shape."""
-    _validate(logits, temperature=temperature)
-    if temperature == 0:
+    _validate(logits)
+    # Dividing by 0 is no temperature at all: greedy is a separate branch, not a limit.
+    if (
+        isinstance(temperature, numbers.Real)
+        and not isinstance(temperature, bool)
+        and temperature == 0
+    ):
         raise ValueError(
-            "temperature must be > 0 in apply_temperature, got 0; greedy decoding "
-            "(temperature=0) is handled by sample_next and sampling_probs"
+            "temperature must be > 0 to rescale logits, got 0; greedy decoding "
+            "(temperature=0) is its own case in sample_next and sampling_probs"
         )
-    return logits / temperature
+    return logits / check_temperature(temperature, greedy=False)
 
 
 def filter_top_k(logits: Tensor, k: int | None) -> Tensor:

@@ -308,6 +308,30 @@ def test_reset_button_restores_controls_and_state() -> None:
     assert viewer.top_p_slider.value == pytest.approx(0.9)
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"temperature": 10.0},
+            r"temperature must be on its slider's grid.*\[0\.05, 5\.0\], got 10\.0",
+        ),
+        ({"temperature": 0.73}, r"temperature .*multiple of 0\.05.*got 0\.73"),
+        ({"top_p": 0.005}, r"top_p must be on its slider's grid.*\[0\.01, 1\.0\], got 0\.005"),
+        ({"top_p": 0.955}, r"top_p .*multiple of 0\.01.*got 0\.955"),
+    ],
+)
+def test_settings_the_sliders_cannot_show_are_rejected(settings: dict, message: str) -> None:
+    # The browser would snap such a slider to its grid on display, changing the state silently.
+    with pytest.raises(ValueError, match=message):
+        PipelineViewer(**settings)
+
+
+def test_settings_on_the_slider_grid_are_kept_exactly() -> None:
+    viewer = PipelineViewer(temperature=5.0, top_p=0.95)
+    assert viewer.state.temperature == 5.0 and viewer.state.top_p == 0.95
+    assert viewer.temperature_slider.value == 5.0 and viewer.top_p_slider.value == 0.95
+
+
 def test_model_and_tokenizer_come_together() -> None:
     with pytest.raises(ValueError, match="model and tokenizer"):
         PipelineViewer(StubModel(), None)

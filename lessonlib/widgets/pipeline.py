@@ -46,6 +46,16 @@ DRAW_COLOR = "#e6553a"
 LAST_DRAW_COLOR = "#8c1c0b"
 
 
+def _check_on_slider(name: str, value: float, low: float, high: float, step: float) -> None:
+    """Raise ValueError unless `value` is a point of the slider's grid low, low + step, ..., high."""
+    steps = (value - low) / step
+    if not (low <= value <= high and abs(steps - round(steps)) < 1e-6):
+        raise ValueError(
+            f"{name} must be on its slider's grid, a multiple of {step} in [{low}, {high}], "
+            f"got {value!r}"
+        )
+
+
 class PipelineViewer:
     """Four panels of one next-token distribution: after temperature, top-k, top-p, and draws."""
 
@@ -71,6 +81,12 @@ class PipelineViewer:
         self.state: PipelineViewerState = initial_state(
             sources, source=source, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
         )
+        # A value the slider cannot show would be snapped (changed) by the browser on display.
+        _check_on_slider(
+            "temperature", self.state.temperature, TEMPERATURE_MIN, TEMPERATURE_MAX, 0.05
+        )
+        if self.state.top_p is not None:
+            _check_on_slider("top_p", self.state.top_p, P_MIN, 1.0, 0.01)
         self._syncing = False  # True while the view itself sets control values
         self._bars_for = -1  # number of bars the current artists were built for
 
