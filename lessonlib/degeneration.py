@@ -68,6 +68,7 @@ __all__ = [
     "generation_log_probs",
     "loop_share",
     "measure_decoding",
+    "nats_per_token",
     "perplexity",
     "sampling_entropy",
     "self_bleu",
@@ -227,15 +228,36 @@ def zipf_coefficient(frequencies: Mapping[str, float] | Sequence[float]) -> floa
 
 def perplexity(log_probs: Sequence[float], token_counts: Sequence[int]) -> float:
     """exp(-sum(log_probs) / sum(token_counts)): per-token perplexity pooled over sequences."""
+    _check_counts(log_probs, token_counts)
+    return math.exp(-math.fsum(log_probs) / sum(token_counts))
+
+
+def nats_per_token(log_probs: Sequence[float], token_counts: Sequence[int]) -> tuple[float, float]:
+    """-sum(log_probs) / sum(token_counts) (the log of the perplexity) and its standard error.
+
+    The error treats the sequences as the independent units (tokens of one sequence are not):
+    for the pooled ratio r = sum(a) / sum(b) of n sequences, with residuals e_i = a_i - r b_i,
+    it is sqrt(n / (n - 1) * sum(e_i ** 2)) / sum(b), the usual first-order (delta-method)
+    error of a ratio estimate. NaN for a single sequence.
+    """
+    _check_counts(log_probs, token_counts)
+    count = sum(token_counts)
+    rate = -math.fsum(log_probs) / count
+    n = len(log_probs)
+    if n < 2:
+        return rate, math.nan
+    spread = math.fsum((-a - rate * b) ** 2 for a, b in zip(log_probs, token_counts))
+    return rate, math.sqrt(n / (n - 1) * spread) / count
+
+
+def _check_counts(log_probs: Sequence[float], token_counts: Sequence[int]) -> None:
     if len(log_probs) != len(token_counts):
         raise ValueError(
             f"log_probs and token_counts must have equal lengths, got {len(log_probs)} and "
             f"{len(token_counts)}"
         )
-    count = sum(token_counts)
-    if any(c < 0 for c in token_counts) or count == 0:
+    if any(c < 0 for c in token_counts) or sum(token_counts) == 0:
         raise ValueError(f"token_counts must be >= 0 with a positive sum, got {list(token_counts)}")
-    return math.exp(-math.fsum(log_probs) / count)
 
 
 def _live_logits(generation: Generation) -> Tensor:

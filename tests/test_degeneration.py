@@ -19,6 +19,7 @@ from lessonlib.degeneration import (
     generation_log_probs,
     loop_share,
     measure_decoding,
+    nats_per_token,
     perplexity,
     sampling_entropy,
     self_bleu,
@@ -207,11 +208,38 @@ def test_perplexity_pools_tokens():
     assert perplexity([0.0], [5]) == 1.0
 
 
+def test_nats_per_token_is_the_log_of_the_perplexity_with_an_error_over_sequences():
+    log_probs, counts = [-1.0, -3.0, -2.0], [2, 2, 4]
+    rate, error = nats_per_token(log_probs, counts)
+    assert rate == pytest.approx(math.log(perplexity(log_probs, counts))) == pytest.approx(6 / 8)
+    # Residuals a_i - r b_i of the negative totals: 1 - 1.5, 3 - 1.5, 2 - 3 -> -0.5, 1.5, -1.
+    assert error == pytest.approx(math.sqrt(3 / 2 * (0.25 + 2.25 + 1.0)) / 8)
+    # Sequences that all have the same rate leave no doubt about it.
+    assert nats_per_token([-1.0, -2.0, -4.0], [1, 2, 4]) == (1.0, 0.0)
+    assert math.isnan(nats_per_token([-1.0], [2])[1])
+
+
+def test_nats_per_token_error_matches_the_spread_of_resampled_rates():
+    # The first-order error should match the spread of the pooled rate over many resamplings
+    # of the sequences (a bootstrap), within a few percent.
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.randint(20, 200, (200,), generator=generator)
+    rates = 0.05 + 0.1 * torch.rand(200, generator=generator, dtype=torch.float64)
+    log_probs = (-rates * counts).tolist()
+    _, error = nats_per_token(log_probs, counts.tolist())
+    picks = torch.randint(0, 200, (4000, 200), generator=generator)
+    totals = torch.tensor(log_probs, dtype=torch.float64)[picks].sum(dim=1)
+    boot = -totals / counts[picks].sum(dim=1)
+    assert float(boot.std()) == pytest.approx(error, rel=0.05)
+
+
 def test_perplexity_bad_input():
     with pytest.raises(ValueError, match="equal lengths, got 2 and 1"):
         perplexity([0.0, 0.0], [1])
     with pytest.raises(ValueError, match="positive sum"):
         perplexity([0.0], [0])
+    with pytest.raises(ValueError, match="equal lengths, got 1 and 2"):
+        nats_per_token([0.0], [1, 1])
 
 
 # --- model scores --------------------------------------------------------------------------
