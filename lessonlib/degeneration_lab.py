@@ -33,6 +33,7 @@ from lessonlib.degeneration import (
     format_table,
     generation_log_probs,
     measure_decoding,
+    nats_per_token,
 )
 from lessonlib.generation import Generation, LanguageModel, generate
 from lessonlib.tokenizer import CharTokenizer
@@ -52,6 +53,7 @@ __all__ = [
     "held_out_stories",
     "main",
     "measure_methods",
+    "nats_per_method",
     "run_beam_search",
     "run_lab",
     "sample_method",
@@ -206,6 +208,20 @@ def measure_methods(outputs: Mapping[str, Mapping[str, list]]) -> dict[str, Dege
     return {method: measure_decoding(method, **outputs[method]) for method in ORDER}
 
 
+def nats_per_method(outputs: Mapping[str, Mapping[str, list]]) -> dict[str, tuple[float, float]]:
+    """Each method's nats per character under the model and its standard error, in ORDER.
+
+    The log of the table's perplexity: near 1 a perplexity hides differences this scale shows.
+    A finished generation's end marker counts as a token, as in the perplexity.
+    """
+    nats = {}
+    for method in ORDER:
+        out = outputs[method]
+        tokens = [len(text) + bool(done) for text, done in zip(out["texts"], out["finished"])]
+        nats[method] = nats_per_token(out["log_probs"], tokens)
+    return nats
+
+
 @dataclass(frozen=True)
 class LabRun:
     """One run of the experiment: what was generated, how long it took, and the table's rows."""
@@ -216,6 +232,7 @@ class LabRun:
     beams: list[BeamSearchResult]
     timings: dict[str, float]  # seconds of generation per method (beam search included)
     measure_seconds: float  # scoring the human text and computing every row
+    outputs: dict[str, dict[str, list]]  # `decoding_outputs`: texts and log-probs per method
     rows: dict[str, DegenerationRow]
 
 
@@ -252,7 +269,8 @@ def run_lab(
     start = time.perf_counter()
     outputs = decoding_outputs(model, prompts, human, results, beams, tokenizer=tokenizer)
     rows = measure_methods(outputs)
-    return LabRun(prompts, human, results, beams, timings, time.perf_counter() - start, rows)
+    seconds = time.perf_counter() - start
+    return LabRun(prompts, human, results, beams, timings, seconds, outputs, rows)
 
 
 # Sizes of the default command: about 90 s on the course's 2-core machine, where one sampled
@@ -366,8 +384,12 @@ def main(argv: list[str] | None = None) -> None:
     print(format_table(rows, paper=PAPER))
     print()
     print(format_share_errors(rows))
+    print("\nlog-probability under the model, nats per character (the log of ppl), +- s.e.:")
+    nats = nats_per_method(run.outputs)
+    for method, (value, error) in nats.items():
+        print(f"  {method:<16}{value:.4f} +- {error:.4f}  ({value / nats['human'][0]:.2f} x human)")
     print(
-        "ppl, Self-BLEU4, Zipf, dist-4 and true nats/ch pool all of a method's text and have no "
+        "Self-BLEU4, Zipf, dist-4 and true nats/ch pool all of a method's text and have no "
         "simple standard error;\nrerun with another --seed to see how much they move. Self-BLEU4 "
         f"depends on how many texts there are,\nso {BEAM}'s, from fewer texts, is not comparable "
         "with the other rows'."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from lessonlib.checkpoint import load_model
@@ -15,6 +17,7 @@ from lessonlib.degeneration_lab import (
     held_out_stories,
     main,
     measure_methods,
+    nats_per_method,
     run_beam_search,
     run_lab,
     sample_method,
@@ -98,6 +101,18 @@ def test_the_command_prints_every_row_beside_the_paper(capsys):
     errors = lines[lines.index(next(line for line in lines if "sqrt(p(1-p)/n)" in line)) + 3 :]
     assert [line[:16].rstrip() for line in errors[: len(ORDER)]] == ORDER
     assert "rule of three" in printed and "total:" in printed
+    start = lines.index(next(line for line in lines if line.startswith("log-probability under")))
+    nats = lines[start + 1 : start + 1 + len(ORDER)]
+    assert [line[2:18].rstrip() for line in nats] == ORDER
+    assert nats[0].endswith("(1.00 x human)") and all(" +- " in line for line in nats)
+
+
+def test_nats_per_method_are_the_log_of_each_rows_perplexity(tiny_run):
+    nats = nats_per_method(tiny_run.outputs)
+    assert list(nats) == ORDER
+    for method, (value, error) in nats.items():
+        assert value == pytest.approx(math.log(tiny_run.rows[method].perplexity))
+        assert error > 0
 
 
 @pytest.mark.parametrize(
