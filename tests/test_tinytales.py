@@ -294,8 +294,12 @@ def test_greedy_decoding_loops_forever() -> None:
 
 
 @pytest.mark.parametrize("hero", tt.WORDS["names"])
-def test_greedy_loop_holds_for_every_hero(hero: str) -> None:
-    friend = "Grace" if hero != "Grace" else "Tom"
+@pytest.mark.parametrize("friend", ["Grace", "Tom"])
+def test_greedy_loop_holds_for_every_hero(hero: str, friend: str) -> None:
+    # A friend whose name starts with T is the closest case: "T" then also collects the
+    # friend's sentences, "The ..." and "That night" (0.333 against the hero's 0.352).
+    if friend == hero:
+        friend = "Tim" if hero == "Tom" else "Mia"
     prompt = (
         f"Once upon a time, there was a little kid named {hero}. {hero} had a happy cat and a "
         f"blue kite. One day, {hero} and the cat went to the beach and met {friend}. {friend} "
