@@ -379,7 +379,9 @@ def top_k_cases(*, seed: int = 0, n_random: int = 30) -> list[Case]:
     return cases
 
 
-# Powers of two in shuffled vocabulary order: exact probabilities, so p can equal a prefix mass.
+# Powers of two in shuffled vocabulary order, for cases away from the boundary: a softmax of
+# log(0.125) gives 0.12500000000000003, so summed in another order (Hugging Face sums ascending)
+# a prefix that should hold exactly p can come out a hair above or below it.
 _DYADIC = _row_logits([0.125, 0.5, 0.125, 0.25])
 _DYADIC_BATCH = torch.stack(
     [
@@ -389,21 +391,33 @@ _DYADIC_BATCH = torch.stack(
         _row_logits([0.25, 0.25, 0.25, 0.25]),
     ]
 )
+# Exact boundaries: m equal finite logits give probabilities of exactly 1/m when m is a power of
+# two, and their prefix sums are exact in any order, so "<" against "<=" is all that differs.
+_QUARTERS = torch.tensor([0.0, _NEG_INF, 0.0, 0.0, _NEG_INF, 0.0, _NEG_INF, _NEG_INF])
+_HALVES = torch.tensor([_NEG_INF, 0.0, _NEG_INF, 0.0])
+_EXACT_BATCH = torch.tensor(
+    [
+        [0.0, 0.0, 0.0, 0.0],
+        [0.0, _NEG_INF, _NEG_INF, 0.0],
+        [_NEG_INF, _NEG_INF, 0.0, _NEG_INF],
+    ]
+)
 
 
 def top_p_cases(*, seed: int = 0, n_random: int = 30) -> list[Case]:
     """Edge and random cases for `filter_top_p`, with prefix masses that hit p exactly."""
     cases = [
         Case(_DYADIC, 0.6, "one row, not sorted: probabilities (0.125, 0.5, 0.125, 0.25)"),
-        Case(_DYADIC, 0.75, "exact boundary: the two largest hold exactly p = 0.75"),
-        Case(_DYADIC, 0.5, "exact boundary: the top token holds exactly p = 0.5"),
+        Case(_QUARTERS, 0.5, "exact boundary: two of four equal tokens hold exactly p = 0.5"),
+        Case(_HALVES, 0.5, "exact boundary: the top token holds exactly p = 0.5"),
         Case(_DYADIC, 0.3, "p below the top token's probability keeps the top token"),
         Case(_DYADIC, 0.9, "the token that takes the mass over p is kept"),
         Case(_DYADIC, 1.0, "p = 1 keeps every token"),
         Case(torch.zeros(8), 0.75, "8 equal logits: 6 of them hold exactly p = 0.75"),
         Case(_WITH_NEG_INF, 0.8, "-inf entries"),
         Case(_BATCH, 0.8, "a batch of 3 rows"),
-        Case(_DYADIC_BATCH, 0.75, "a batch of 4 rows, exact boundaries"),
+        Case(_EXACT_BATCH, 0.5, "a batch of 3 rows, exact boundaries"),
+        Case(_DYADIC_BATCH, 0.7, "a batch of 4 rows, each in its own order"),
         Case(_SQUARE, 0.01, "a batch with a tiny p: each row keeps its top token"),
     ]
     generator = torch.Generator().manual_seed(seed)
