@@ -39,9 +39,14 @@ class Kept:
 
 def _check_steps(logits: object) -> Tensor:
     """`logits` as a float tensor of shape (steps, V) with steps >= 1, or TypeError/ValueError."""
-    if not isinstance(logits, Tensor) or not logits.is_floating_point():
+    if not isinstance(logits, Tensor):
         raise TypeError(
-            f"logits must be a floating torch.Tensor of shape (steps, V), got {type(logits).__name__}"
+            f"logits must be a torch.Tensor of shape (steps, V), got {type(logits).__name__}"
+        )
+    if not logits.is_floating_point():
+        raise TypeError(
+            f"logits must have a floating dtype (e.g. torch.float32), got {logits.dtype}; "
+            "convert with logits.float()"
         )
     if logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] == 0:
         raise ValueError(

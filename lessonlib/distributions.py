@@ -18,14 +18,37 @@ LONG_TAILED = tuple(round(0.2 / r, 6) for r in range(1, 25))  # Zipf-like: many 
 
 def as_probs(values: Tensor | tuple[float, ...] | list[float]) -> Tensor:
     """A float64 tensor of probabilities, renormalised to sum to 1 per row."""
-    probs = torch.as_tensor(values, dtype=torch.float64)
+    try:
+        probs = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, RuntimeError):
+        raise TypeError(
+            "values must be a torch.Tensor or a sequence of numbers of shape (V,) or (B, V), "
+            f"got {type(values).__name__}"
+        ) from None
+    except ValueError as error:  # rows of different lengths, or strings among the numbers
+        raise ValueError(
+            "values must be numbers of shape (V,) or (B, V) with rows of equal length, "
+            f"got a {type(values).__name__} that torch cannot convert ({error})"
+        ) from None
     if probs.dim() not in (1, 2) or probs.shape[-1] == 0:
-        raise ValueError(f"values must have shape (V,) or (B, V), got {tuple(probs.shape)}")
-    if bool((probs < 0).any()) or not bool(torch.isfinite(probs).all()):
-        raise ValueError("values must be finite and non-negative")
+        raise ValueError(f"values must have shape (V,) or (B, V), got shape {tuple(probs.shape)}")
+    bad = (probs < 0) | ~torch.isfinite(probs)
+    if bool(bad.any()):
+        where = tuple(torch.nonzero(bad)[0].tolist())
+        raise ValueError(
+            f"values must be finite and non-negative, got {float(probs[where])} at index "
+            f"{where} of shape {tuple(probs.shape)}"
+        )
     total = probs.sum(dim=-1, keepdim=True)
     if bool((total == 0).any()):
-        raise ValueError("values must have a positive sum in every row")
+        if probs.dim() == 1:
+            raise ValueError(
+                f"values must have a positive sum, got only zeros (shape {tuple(probs.shape)})"
+            )
+        row = int(torch.nonzero(total.flatten() == 0)[0])
+        raise ValueError(
+            f"values must have a positive sum in every row, got only zeros in row {row}"
+        )
     return probs / total
 
 
@@ -58,5 +81,20 @@ def nucleus_size(probs: Tensor, p: float) -> Tensor:
 
 
 def kept_mass(probs: Tensor, mask: Tensor) -> Tensor:
-    """Probability of the tokens in `mask`, per row."""
-    return (as_probs(probs) * mask).sum(dim=-1)
+    """Probability of the tokens in `mask` (a boolean tensor of the same shape as probs), per row."""
+    p = as_probs(probs)
+    if not isinstance(mask, Tensor):
+        raise TypeError(
+            "mask must be a boolean torch.Tensor of the same shape as probs, "
+            f"got {type(mask).__name__}"
+        )
+    if mask.dtype != torch.bool:
+        raise TypeError(
+            f"mask must be a boolean torch.Tensor (e.g. from nucleus_mask), got dtype {mask.dtype}"
+        )
+    if mask.shape != p.shape:
+        raise ValueError(
+            f"mask must have the same shape as probs, got mask of shape {tuple(mask.shape)} "
+            f"for probs of shape {tuple(p.shape)}"
+        )
+    return (p * mask).sum(dim=-1)

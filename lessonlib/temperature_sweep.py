@@ -11,7 +11,7 @@ Pure functions of their inputs (randomness only from the given seed); no plottin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -44,16 +44,29 @@ class Regime:
 
 
 def _check_temperatures(temperatures: Sequence[float]) -> list[float]:
-    values = list(temperatures)
+    """`temperatures` as a list of floats, or TypeError/ValueError naming the bad one."""
+    accepted = "temperatures must be a non-empty sequence of numbers >= 0"
+    not_a_sequence = TypeError(f"{accepted}, got {temperatures!r} ({type(temperatures).__name__})")
+    if isinstance(temperatures, (str, bytes)) or not isinstance(temperatures, Iterable):
+        raise not_a_sequence
+    try:
+        values = list(temperatures)
+    except TypeError:  # e.g. a 0-d tensor, iterable in type but not in fact
+        raise not_a_sequence from None
     if not values:
-        raise ValueError("temperatures must be a non-empty sequence of numbers >= 0, got none")
+        raise ValueError(f"{accepted}, got none")
     return [check_temperature(value, name=f"temperatures[{i}]") for i, value in enumerate(values)]
 
 
 def temperature_regimes(logits: Tensor, temperatures: Sequence[float]) -> list[Regime]:
     """P(argmax) and entropy of softmax(`logits` / tau) for each tau (0 = greedy); logits (V,)."""
-    if not isinstance(logits, Tensor) or logits.dim() != 1:
-        raise ValueError(f"logits must be a tensor of shape (V,), got {logits!r}")
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"logits must be a torch.Tensor of shape (V,), got {type(logits).__name__}")
+    if logits.dim() != 1 or logits.shape[0] == 0:
+        raise ValueError(
+            f"logits must be one step's logits of shape (V,) with V >= 1, "
+            f"got shape {tuple(logits.shape)}"
+        )
     rows = []
     for temperature in _check_temperatures(temperatures):
         probs = sampling_probs(logits.double(), temperature=temperature)

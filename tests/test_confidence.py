@@ -68,7 +68,9 @@ def test_top_k_keeps_k_tokens_whatever_the_shape_and_top_p_tracks_it():
 
 
 def test_bad_input_names_the_parameter():
-    with pytest.raises(TypeError, match="logits must be a floating"):
+    with pytest.raises(
+        TypeError, match=r"logits must be a torch\.Tensor of shape \(steps, V\), got list"
+    ):
         step_top_probs([[0.0, 1.0]])
     with pytest.raises(ValueError, match=r"shape \(steps, V\)"):
         step_entropies(torch.zeros(5))
@@ -82,3 +84,12 @@ def test_bad_input_names_the_parameter():
         kept_by_top_k([0.0, 1.0], 1)
     with pytest.raises(ValueError, match="k must be an int >= 1"):
         kept_by_top_k(logits_of(QUIZ_NUCLEUS), 0)
+
+
+def test_integer_logits_are_rejected_naming_their_dtype():
+    # The dtype, not the type name "Tensor", and not the values.
+    with pytest.raises(
+        TypeError,
+        match=r"logits must have a floating dtype \(e\.g\. torch\.float32\), got torch\.int64",
+    ):
+        step_top_probs(torch.tensor([[0, 1, 2]]))

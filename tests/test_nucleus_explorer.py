@@ -336,6 +336,23 @@ def test_importing_the_view_leaves_the_matplotlib_backend_alone():
     assert result.stdout.strip() == "agg"
 
 
+@pytest.mark.parametrize("p", [0.005, 0.955])
+def test_a_p_the_slider_cannot_show_is_rejected(p):
+    # The slider would clamp or snap it, and the readout would disagree with the nucleus drawn.
+    with pytest.raises(
+        ValueError,
+        match=rf"p must be on its slider's grid, a multiple of 0\.01 in \[0\.01, 1\.0\], got {p}",
+    ):
+        NucleusExplorer(p=p)
+
+
+@pytest.mark.parametrize("p", [0.01, 0.37, 1.0])
+def test_a_p_on_the_slider_grid_is_kept_exactly(p):
+    explorer = NucleusExplorer(p=p)
+    assert explorer.state.p == p and explorer.p_slider.value == p
+    assert explorer.p_label.value == f"p = {p:.2f}"
+
+
 def test_model_and_tokenizer_come_together():
     with pytest.raises(ValueError, match="model and tokenizer"):
         NucleusExplorer(StubModel(), None)

@@ -41,6 +41,41 @@ def test_regimes_reject_bad_input() -> None:
         temperature_regimes(EXAMPLE[None], [1.0])
 
 
+def test_regimes_report_the_shape_of_bad_logits_not_their_values() -> None:
+    logits = torch.arange(1000.0).reshape(10, 100)
+    with pytest.raises(
+        ValueError, match=r"logits must be .* shape \(V,\).* got shape \(10, 100\)$"
+    ):
+        temperature_regimes(logits, [1.0])
+    with pytest.raises(ValueError, match=r"got shape \(0,\)"):
+        temperature_regimes(torch.zeros(0), [1.0])
+
+
+def test_regimes_want_a_tensor_of_logits() -> None:
+    with pytest.raises(
+        TypeError, match=r"logits must be a torch\.Tensor of shape \(V,\), got list"
+    ):
+        temperature_regimes([2.0, 1.0, 0.0], [1.0])
+
+
+@pytest.mark.parametrize(
+    ("temperatures", "shown"),
+    [
+        (1.0, r"1\.0 \(float\)"),
+        (2, r"2 \(int\)"),
+        ("0.5", r"'0\.5' \(str\)"),
+        (None, r"None \(NoneType\)"),
+    ],
+)
+def test_regimes_want_a_sequence_of_temperatures(temperatures, shown) -> None:
+    with pytest.raises(
+        TypeError, match=rf"temperatures must be a non-empty sequence of numbers >= 0, got {shown}"
+    ):
+        temperature_regimes(EXAMPLE, temperatures)
+    with pytest.raises(TypeError, match=r"temperatures\[1\] must be a real number >= 0"):
+        temperature_regimes(EXAMPLE, [1.0, "hot"])
+
+
 def test_score_samples_on_known_texts() -> None:
     story = tinytales.generate_stories(1, seed=3)[0]
     prompt, continuation = story[:50], story[50:]

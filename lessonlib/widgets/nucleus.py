@@ -30,7 +30,7 @@ from lessonlib.widgets.nucleus_state import (
     from_model,
     initial_state,
 )
-from lessonlib.widgets.view import reported, set_quietly, widget_canvas
+from lessonlib.widgets.view import check_on_slider, reported, set_quietly, widget_canvas
 
 __all__ = ["DEFAULT_PROMPT", "MAX_BARS", "NucleusExplorer"]
 
@@ -38,6 +38,7 @@ __all__ = ["DEFAULT_PROMPT", "MAX_BARS", "NucleusExplorer"]
 MAX_BARS = 30  # bars drawn at most; the GPT's remaining tokens are summarised in a note
 DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the model must pick a name
 P_MIN = 0.01  # the slider's and the drag's lower end: p must stay > 0
+P_STEP = 0.01  # the slider's grid
 
 KEPT_COLOR = "#2a7ab0"
 MASKED_COLOR = "#c9c9c9"
@@ -66,6 +67,9 @@ class NucleusExplorer:
         if model is not None:
             distributions[GPT_SOURCE] = from_model(model, tokenizer, prompt)
         self.state: NucleusExplorerState = initial_state(distributions, source=source, p=p)
+        # A p the slider cannot show would be snapped (changed) by the slider, and the readout
+        # would then disagree with the nucleus drawn.
+        check_on_slider("p", self.state.p, P_MIN, 1.0, P_STEP)
         self._dragging = False
 
         self.output = widgets.Output()
@@ -83,7 +87,7 @@ class NucleusExplorer:
             value=self.state.p,
             min=P_MIN,
             max=1.0,
-            step=0.01,
+            step=P_STEP,
             description="p",
             readout_format=".2f",
             # The p-line drag sets this slider from the kernel at every mouse move; a

@@ -30,7 +30,7 @@ from lessonlib.widgets.pipeline_state import (
     initial_state,
     source_from_model,
 )
-from lessonlib.widgets.view import reported, widget_canvas
+from lessonlib.widgets.view import check_on_slider, reported, widget_canvas
 
 __all__ = ["DEFAULT_DRAWS", "DEFAULT_PROMPT", "MAX_BARS", "PipelineViewer"]
 
@@ -44,16 +44,6 @@ BAR_COLOR = "#2a7ab0"
 OUTLINE_COLOR = "#555555"
 DRAW_COLOR = "#e6553a"
 LAST_DRAW_COLOR = "#8c1c0b"
-
-
-def _check_on_slider(name: str, value: float, low: float, high: float, step: float) -> None:
-    """Raise ValueError unless `value` is a point of the slider's grid low, low + step, ..., high."""
-    steps = (value - low) / step
-    if not (low <= value <= high and abs(steps - round(steps)) < 1e-6):
-        raise ValueError(
-            f"{name} must be on its slider's grid, a multiple of {step} in [{low}, {high}], "
-            f"got {value!r}"
-        )
 
 
 class PipelineViewer:
@@ -82,11 +72,11 @@ class PipelineViewer:
             sources, source=source, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
         )
         # A value the slider cannot show would be snapped (changed) by the browser on display.
-        _check_on_slider(
+        check_on_slider(
             "temperature", self.state.temperature, TEMPERATURE_MIN, TEMPERATURE_MAX, 0.05
         )
         if self.state.top_p is not None:
-            _check_on_slider("top_p", self.state.top_p, P_MIN, 1.0, 0.01)
+            check_on_slider("top_p", self.state.top_p, P_MIN, 1.0, 0.01)
         self._syncing = False  # True while the view itself sets control values
         self._bars_for = -1  # number of bars the current artists were built for
 

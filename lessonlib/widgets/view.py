@@ -82,3 +82,13 @@ def set_quietly(control: Any, value: Any, handler: Callable[..., Any]) -> None:
         control.value = value
     finally:
         control.observe(handler, names="value")
+
+
+def check_on_slider(name: str, value: float, low: float, high: float, step: float) -> None:
+    """Raise ValueError unless `value` is a point of the slider's grid low, low + step, ..., high."""
+    steps = (value - low) / step
+    if not (low <= value <= high and abs(steps - round(steps)) < 1e-6):
+        raise ValueError(
+            f"{name} must be on its slider's grid, a multiple of {step} in [{low}, {high}], "
+            f"got {value!r}"
+        )
