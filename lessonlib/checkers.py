@@ -3,8 +3,10 @@
 `check_against_reference` is the engine: it calls the learner's function on each case (hand-
 written edge cases first, so that the first failure is small and readable, then seeded random
 ones), reports an exception from the learner's code instead of raising it, compares the result
-with the reference and stops at the first disagreement. The result prints either
-"All N cases pass" or that first failing input in plain words: the logits (rounded), the
+with the reference and stops at the first disagreement. A case may instead expect an exception
+(temperature 0, which the reference refuses), and a result that shares memory with the input
+(the input itself or a view of it) fails: the transforms return a new tensor. The result prints
+either "All N cases pass" or that first failing input in plain words: the logits (rounded), the
 parameter, what was expected, what came back, what differs, and a hint.
 
 `check_temperature`, `check_top_k` and `check_top_p` check the three transforms of
@@ -59,6 +61,8 @@ class Case:
     logits: Tensor  # (V,) or (B, V)
     param: float | int  # the temperature, k or p
     note: str = ""  # in words, e.g. "ties at the k-th value"
+    # The exception the function must raise (as the reference does), or None for a result.
+    raises: type[Exception] | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ class Failure:
     """Everything known about a failing case, handed to a checker's hint function."""
 
     case: Case
-    expected: Tensor
+    expected: Tensor | None  # None when the case expects an exception (case.raises)
     got: object  # what the learner's function returned (None if it raised)
     error: Exception | None  # the exception it raised, if any
     rows_ok: bool  # a batch case whose rows each pass when given to the function one at a time
@@ -196,7 +200,7 @@ def _run(fn: Callable, logits: Tensor, param: float) -> tuple[object, Exception 
 
 def _rows_ok(fn: Callable, reference_fn: Callable, case: Case, compare: Compare) -> bool:
     """True if a batch case fails as a whole but each of its rows passes on its own."""
-    if case.logits.dim() != 2 or case.logits.shape[0] < 2:
+    if case.raises is not None or case.logits.dim() != 2 or case.logits.shape[0] < 2:
         return False
     for row in case.logits:
         got, error = _run(fn, row.clone(), case.param)
@@ -213,6 +217,58 @@ _BATCH_HINT = (
     "where a per-row value must broadcast (keepdim=True, or [..., -1:] instead of [..., -1]), "
     "and mask with a boolean tensor of the full shape rather than a flat list of indices."
 )
+_IN_PLACE_HINT = (
+    "return a new tensor instead (e.g. logits.masked_fill(...) or logits / t, not "
+    "logits[...] = ...)."
+)
+_NEW_TENSOR_HINT = "return a new tensor (e.g. logits.clone()), not the input itself."
+
+
+def _shares_memory(got: Tensor, given: Tensor) -> bool:
+    """True if `got` is `given` or a view of it: changing one would change the other."""
+    return got.untyped_storage().data_ptr() == given.untyped_storage().data_ptr()
+
+
+def _expected_raise(reference_fn: Callable, case: Case, number: int) -> None:
+    """Make sure the reference raises `case.raises` too, so the case cannot demand a wrong rule."""
+    try:
+        reference_fn(case.logits, case.param)
+    except case.raises:
+        return
+    raise AssertionError(
+        f"case {number} expects {case.raises.__name__}, but the reference function did not raise it"
+    )
+
+
+def _raise_problem(raises: type[Exception], got: object, error: Exception | None) -> str | None:
+    """What is wrong when a case expects `raises`, or None if the function raised it."""
+    if isinstance(error, raises):
+        return None
+    if error is not None:
+        return f"your function raised {type(error).__name__}: {error}; expected a {raises.__name__}"
+    return f"expected your function to raise {raises.__name__}, but it returned a result"
+
+
+def _result_problem(
+    compare: Compare, logits: Tensor, expected: Tensor, given: Tensor, got: object, error: object
+) -> tuple[str | None, str | None]:
+    """(what is wrong or None, the advice when the problem has a fixed one) for a result case."""
+    if error is not None:
+        return f"your function raised {type(error).__name__}: {error}", None
+    if not isinstance(got, Tensor):
+        return f"your function returned a {type(got).__name__}, expected a torch.Tensor", None
+    problem = compare(logits, expected, got)
+    if problem is not None:
+        return problem, None
+    if not torch.equal(given, logits):
+        return "your function changed its input logits in place", _IN_PLACE_HINT
+    # The input itself or a view of it: the caller's logits would change with the result.
+    if _shares_memory(got, given):
+        return (
+            "your function returned its input logits (or a view of them), not a new tensor: "
+            "changing the result would change the logits too"
+        ), _NEW_TENSOR_HINT
+    return None, None
 
 
 def check_against_reference(
@@ -231,7 +287,9 @@ def check_against_reference(
     `compare(logits, expected, got)` returns None when they agree, else what differs in words;
     `hint(failure)` may add advice for a failure; `describe(case)` may add lines about the
     input (e.g. its probabilities). The learner's function gets a copy of the logits, and
-    changing that copy in place counts as a failure (transforms must be pure).
+    changing that copy in place counts as a failure (transforms must be pure), as does
+    returning it or a view of it. A case with `raises` set passes only if the function raises
+    that exception, as the reference must.
     """
     if not callable(learner_fn):
         raise TypeError(f"learner_fn must be a function, got {type(learner_fn).__name__}")
@@ -239,22 +297,15 @@ def check_against_reference(
         raise ValueError("cases must hold at least one Case, got none")
     total = len(cases)
     for number, case in enumerate(cases, start=1):
-        expected = reference_fn(case.logits, case.param)
+        if case.raises is not None:
+            _expected_raise(reference_fn, case, number)
+        expected = None if case.raises is not None else reference_fn(case.logits, case.param)
         given = case.logits.clone()
         got, error = _run(learner_fn, given, case.param)
-        in_place = False
-        if error is not None:
-            problem = f"your function raised {type(error).__name__}: {error}"
-        elif not isinstance(got, Tensor):
-            problem = f"your function returned a {type(got).__name__}, expected a torch.Tensor"
+        if expected is None:
+            problem, advice = _raise_problem(case.raises, got, error), None
         else:
-            problem = compare(case.logits, expected, got)
-            in_place = problem is None and not torch.equal(given, case.logits)
-            if in_place:
-                problem = (
-                    "your function changed its input logits in place; return a new tensor "
-                    "instead (e.g. logits.masked_fill(...) or logits / t, not logits[...] = ...)"
-                )
+            problem, advice = _result_problem(compare, case.logits, expected, given, got, error)
         if problem is None:
             continue
         failure = Failure(
@@ -264,12 +315,10 @@ def check_against_reference(
             error=error,
             rows_ok=_rows_ok(learner_fn, reference_fn, case, compare),
         )
-        if in_place:
-            advice = None  # the problem already says what to do
-        elif failure.rows_ok:
-            advice = _BATCH_HINT
-        else:
-            advice = hint(failure) if hint else None
+        # A problem that names its own fix (in place, shared memory) keeps it; otherwise ask
+        # whether the rows pass one by one, then the checker's hint.
+        if advice is None:
+            advice = _BATCH_HINT if failure.rows_ok else (hint(failure) if hint else None)
         lines = [
             f"{name}: case {number} of {total} fails" + (f" ({case.note})." if case.note else ".")
         ]
@@ -277,7 +326,10 @@ def check_against_reference(
         lines.append(f"  {param_name:<8} = {case.param!r}")
         if describe is not None:
             lines.extend("  " + line for line in describe(case))
-        lines.append("  expected = " + _format(expected, indent=13))
+        if expected is None:
+            lines.append(f"  expected = raises {case.raises.__name__}")
+        else:
+            lines.append("  expected = " + _format(expected, indent=13))
         if isinstance(got, Tensor) and error is None:
             lines.append("  got      = " + _format(got, indent=13))
         lines.append(f"  Problem: {problem.rstrip('.')}.")
@@ -348,6 +400,13 @@ def temperature_cases(*, seed: int = 0, n_random: int = 30) -> list[Case]:
         Case(torch.tensor([1.5]), 3.0, "a single token"),
         Case(_ONE_ROW, 0.05, "a very low temperature"),
         Case(_ONE_ROW, 20.0, "a very high temperature"),
+        # Last of the edge cases, so that a wrong formula still fails first on a rescaling case.
+        Case(
+            torch.tensor([2.0, 1.0, 0.0]),
+            0.0,
+            "temperature 0 is greedy decoding, not a rescaling",
+            raises=ValueError,
+        ),
     ]
     generator = torch.Generator().manual_seed(seed)
     for _ in range(n_random):
@@ -432,12 +491,25 @@ def top_p_cases(*, seed: int = 0, n_random: int = 30) -> list[Case]:
 # ----- hints -------------------------------------------------------------------------------------
 
 
+_NO_SOFTMAX_HINT = "return logits, not probabilities: no softmax in this function."
+
+
 def _as_rows(values: Tensor) -> Tensor:
     return values.detach().to(torch.float64).reshape(-1, values.shape[-1])
 
 
+def _looks_like_probs(g: Tensor) -> bool:
+    """True if every row of `g` (as from `_as_rows`) is non-negative and sums to 1."""
+    return bool((g >= 0).all()) and torch.allclose(g.sum(-1), torch.ones(g.shape[0], dtype=g.dtype))
+
+
 def _temperature_hint(failure: Failure) -> str | None:
     """Name the usual slips in temperature scaling."""
+    if failure.case.raises is not None:
+        return (
+            "temperature 0 is not a rescaling: raise a ValueError naming temperature (greedy "
+            "decoding is its own branch, see sample_next)."
+        )
     if failure.error is not None:
         return "divide the logits by the temperature and return the result: logits / temperature."
     got, case = failure.got, failure.case
@@ -448,8 +520,8 @@ def _temperature_hint(failure: Failure) -> str | None:
     finite = torch.isfinite(x)
     if torch.allclose(g[finite], x[finite] * case.param):
         return "you multiplied by the temperature; divide by it instead."
-    if bool((g >= 0).all()) and torch.allclose(g.sum(-1), torch.ones(g.shape[0], dtype=g.dtype)):
-        return "return logits, not probabilities: no softmax in this function."
+    if _looks_like_probs(g):
+        return _NO_SOFTMAX_HINT
     shift = (g - e).masked_fill(~finite, 0.0)
     if torch.isfinite(g).eq(finite).all() and torch.allclose(
         shift, shift.amax(-1, keepdim=True).expand_as(shift).masked_fill(~finite, 0.0)
@@ -475,6 +547,9 @@ def _top_k_hint(failure: Failure) -> str | None:
     got, case = failure.got, failure.case
     if not isinstance(got, Tensor) or got.shape != case.logits.shape:
         return "return a tensor of the same shape as logits, with -inf outside the top k."
+    # Probabilities have no -inf: checked before the kept counts, which they would confuse.
+    if _looks_like_probs(_as_rows(got)):
+        return _NO_SOFTMAX_HINT
     exp_counts, got_counts = _kept_counts(failure.expected), _kept_counts(got)
     finite = _kept_counts(case.logits)
     k = int(case.param)
@@ -482,6 +557,11 @@ def _top_k_hint(failure: Failure) -> str | None:
         return (
             "you keep k - 1 tokens: the k-th largest value must survive, so mask only the "
             "logits strictly below it (logits < kth, not logits <= kth)."
+        )
+    if all(g == min(k + 1, f) for g, f in zip(got_counts, finite)) and got_counts != exp_counts:
+        return (
+            "you keep k + 1 tokens; keep exactly the k largest (and the ties with the k-th): "
+            "after a descending sort the k-th largest value is at index k - 1, not k."
         )
     if any(g < e for g, e in zip(got_counts, exp_counts)) and any(e > k for e in exp_counts):
         return (

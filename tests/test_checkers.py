@@ -39,7 +39,9 @@ NEG_INF = float("-inf")
 
 
 def temperature_by_reciprocal(logits: Tensor, temperature: float) -> Tensor:
-    """Multiplying by 1 / t rounds differently from dividing; still right."""
+    """Multiplying by 1 / t rounds differently from dividing; still right (0 refused first)."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}; greedy is its own branch")
     return logits * (1.0 / temperature)
 
 
@@ -100,6 +102,22 @@ def temperature_in_place(logits: Tensor, temperature: float) -> Tensor:
     return logits
 
 
+def temperature_in_place_returns_copy(logits: Tensor, temperature: float) -> Tensor:
+    """Changes the input, but returns a new tensor: only the in-place check catches it."""
+    logits /= temperature
+    return logits.clone()
+
+
+def temperature_divides_by_zero(logits: Tensor, temperature: float) -> Tensor:
+    """The source lesson's bug: right for every temperature > 0, [inf, inf, nan] at 0."""
+    return logits / temperature
+
+
+def temperature_reciprocal_unguarded(logits: Tensor, temperature: float) -> Tensor:
+    """Raises at 0, but Python's ZeroDivisionError rather than a ValueError naming temperature."""
+    return logits * (1.0 / temperature)
+
+
 def temperature_crashes(logits: Tensor, temperature: float) -> Tensor:
     raise ZeroDivisionError("learner code failed")
 
@@ -125,6 +143,25 @@ def top_k_by_indices_drops_ties(logits: Tensor, k: int) -> Tensor:
         -1, torch.topk(logits, k).indices, True
     )
     return logits.masked_fill(~keep, NEG_INF)
+
+
+def top_k_softmaxed(logits: Tensor, k: int) -> Tensor:
+    kth = torch.topk(logits, k).values[..., -1:]
+    return torch.softmax(logits.masked_fill(logits < kth, NEG_INF), dim=-1)
+
+
+def top_k_keeps_k_plus_one(logits: Tensor, k: int) -> Tensor:
+    """topk of k + 1 values: its last is the (k+1)-th largest (fails when k = V, after case 1)."""
+    kth = torch.topk(logits, min(k + 1, logits.shape[-1])).values[..., -1:]
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def top_k_returns_input_when_k_covers_all(logits: Tensor, k: int) -> Tensor:
+    """Right values, but for k >= V it hands back the input itself, not a new tensor."""
+    if k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k).values[..., -1:]
+    return logits.masked_fill(logits < kth, NEG_INF)
 
 
 def top_k_in_place(logits: Tensor, k: int) -> Tensor:
@@ -188,6 +225,11 @@ def top_p_ascending(logits: Tensor, p: float) -> Tensor:
     return logits.masked_fill(remove.scatter(-1, sorted_idx, remove), NEG_INF)
 
 
+def top_p_view_when_p_is_one(logits: Tensor, p: float) -> Tensor:
+    """Right values, but for p = 1 returns a view of the input, which shares its memory."""
+    return logits[..., :] if p == 1 else filter_top_p(logits, p)
+
+
 def top_p_in_place(logits: Tensor, p: float) -> Tensor:
     kept = filter_top_p(logits, p)
     logits.copy_(kept)
@@ -249,7 +291,9 @@ def assert_fails_on(result: CheckResult, *words: str) -> None:
     [
         (temperature_multiplied, ("multiplied by the temperature",)),
         (temperature_softmaxed, ("not probabilities",)),
-        (temperature_in_place, ("in place",)),
+        # At temperature 1 its in-place division changes nothing, and it returns its input.
+        (temperature_in_place, ("case 1 of", "returned its input logits", "logits.clone()")),
+        (temperature_in_place_returns_copy, ("case 2 of", "changed its input logits in place")),
         (temperature_crashes, ("raised ZeroDivisionError: learner code failed",)),
     ],
 )
@@ -262,8 +306,11 @@ def test_temperature_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
     [
         (top_k_kth_without_keepdim, ("a batch of 3 rows", "keepdim=True")),
         (top_k_keeps_k_minus_one, ("case 1 of", "k        = 2", "k - 1 tokens")),
-        (top_k_off_by_one_index, ("case 1 of", "tokens [0, 3]")),
+        (top_k_off_by_one_index, ("case 1 of", "tokens [0, 3]", "you keep k + 1 tokens")),
+        (top_k_keeps_k_plus_one, ("case 1 of", "tokens [0, 3, 4]", "you keep k + 1 tokens")),
         (top_k_by_indices_drops_ties, ("ties at the k-th value", "tied with the k-th")),
+        (top_k_softmaxed, ("case 1 of", "got      = [0.27, 0.0", "not probabilities")),
+        (top_k_returns_input_when_k_covers_all, ("k = V keeps every token", "logits.clone()")),
         (top_k_in_place, ("in place",)),
     ],
 )
@@ -292,6 +339,7 @@ def test_top_k_missing_keepdim_is_caught_even_when_it_broadcasts_silently() -> N
         (top_p_without_shift, ("case 1 of", "got them at tokens [1]")),
         (top_p_keeps_boundary, ("exactly p = 0.5", "p        = 0.5", "strictly")),
         (top_p_flat_indices, ("a batch of 3 rows", "right for each row on its own")),
+        (top_p_view_when_p_is_one, ("p = 1 keeps every token", "(or a view of them)")),
         (top_p_in_place, ("in place",)),
     ],
 )
@@ -366,12 +414,65 @@ def test_engine_reports_shape_and_nan() -> None:
 def test_engine_stops_at_the_first_failure_and_counts_cases() -> None:
     cases = [Case(torch.tensor([1.0, 2.0]), 1.0), Case(torch.tensor([1.0, 2.0]), 2.0, "second")]
     result = check_against_reference(
-        lambda x, t: x, apply_temperature, cases, name="identity", param_name="temperature"
+        lambda x, t: x.clone(), apply_temperature, cases, name="identity", param_name="temperature"
     )
     assert not result.passed
     assert result.cases_run == 2
     assert result.first_failure.startswith("identity: case 2 of 2 fails (second).")
     assert "token 0: expected 0.5, got 1.0" in result.first_failure
+
+
+def test_temperature_zero_must_raise_a_value_error() -> None:
+    # The source lesson's bug passes every rescaling case, and is caught at temperature 0 only.
+    cases = temperature_cases()
+    zero = [number for number, case in enumerate(cases, start=1) if case.raises is not None]
+    assert [(cases[n - 1].param, cases[n - 1].raises) for n in zero] == [(0.0, ValueError)]
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        apply_temperature(cases[zero[0] - 1].logits, 0.0)
+    rescaling = [case for case in cases if case.raises is None]
+    assert check_against_reference(
+        temperature_divides_by_zero, apply_temperature, rescaling, name="t"
+    ).passed
+    assert check_temperature(temperature_divides_by_zero).cases_run == zero[0]
+    for fn, problem in (
+        (temperature_divides_by_zero, "but it returned a result"),
+        (temperature_reciprocal_unguarded, "raised ZeroDivisionError"),
+    ):
+        result = check_temperature(fn)
+        assert not result.passed
+        for words in (
+            "temperature = 0.0",
+            "expected = raises ValueError",
+            problem,
+            "Hint: temperature 0 is not a rescaling: raise a ValueError naming temperature",
+        ):
+            assert words in result.first_failure, result.first_failure
+    assert "got      = [inf, inf, nan]" in str(check_temperature(temperature_divides_by_zero))
+
+
+def test_engine_checks_that_the_reference_raises_too() -> None:
+    # A case that expects an exception the reference does not raise is the checker's bug.
+    case = Case(torch.tensor([1.0, 2.0]), 2.0, raises=ValueError)
+    with pytest.raises(AssertionError, match="case 1 expects ValueError"):
+        check_against_reference(apply_temperature, apply_temperature, [case], name="t")
+
+
+def test_engine_rejects_results_that_share_the_input_memory() -> None:
+    cases = [Case(torch.tensor([1.0, 2.0]), 1.0)]
+    for fn in (
+        lambda x, t: x,
+        lambda x, t: x.view(-1),
+        lambda x, t: x[..., :],
+        lambda x, t: x.contiguous(),  # already contiguous: returns x itself
+    ):
+        result = check_against_reference(fn, apply_temperature, cases, name="t")
+        assert not result.passed
+        assert "Hint: return a new tensor (e.g. logits.clone()), not the input itself." in str(
+            result
+        )
+    # A view of a *new* tensor is fine: it shares no memory with the input.
+    for fn in (lambda x, t: (x / t).view(-1), lambda x, t: x.clone()[..., :], lambda x, t: x + 0):
+        assert check_against_reference(fn, apply_temperature, cases, name="t").passed
 
 
 def test_engine_gives_the_learner_a_copy() -> None:
