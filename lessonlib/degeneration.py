@@ -73,6 +73,7 @@ __all__ = [
     "sampling_entropy",
     "self_bleu",
     "share_standard_error",
+    "tokens_per_text",
     "truth_entropy",
     "truth_score",
     "word_frequencies",
@@ -230,6 +231,11 @@ def perplexity(log_probs: Sequence[float], token_counts: Sequence[int]) -> float
     """exp(-sum(log_probs) / sum(token_counts)): per-token perplexity pooled over sequences."""
     _check_counts(log_probs, token_counts)
     return math.exp(-math.fsum(log_probs) / sum(token_counts))
+
+
+def tokens_per_text(texts: Sequence[str], finished: Sequence[bool]) -> list[int]:
+    """Tokens of each continuation: its characters, plus the end marker where it finished."""
+    return [len(text) + bool(done) for text, done in zip(texts, finished, strict=True)]
 
 
 def nats_per_token(log_probs: Sequence[float], token_counts: Sequence[int]) -> tuple[float, float]:
@@ -453,11 +459,10 @@ def measure_decoding(
             f"{len(prompts)}, {len(texts)}, {len(finished)} and {len(log_probs)}"
         )
     truths = [truth_score(p, t, finished=f) for p, t, f in zip(prompts, texts, finished)]
-    token_counts = [len(text) + bool(done) for text, done in zip(texts, finished)]
     return DegenerationRow(
         method=method,
         generations=len(texts),
-        perplexity=perplexity(log_probs, token_counts),
+        perplexity=perplexity(log_probs, tokens_per_text(texts, finished)),
         self_bleu=self_bleu(texts),
         zipf=zipf_coefficient(word_frequencies(texts)),
         repetition=loop_share(texts),

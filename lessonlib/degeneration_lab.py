@@ -34,6 +34,7 @@ from lessonlib.degeneration import (
     generation_log_probs,
     measure_decoding,
     nats_per_token,
+    tokens_per_text,
 )
 from lessonlib.generation import Generation, LanguageModel, generate
 from lessonlib.tokenizer import CharTokenizer
@@ -217,8 +218,9 @@ def nats_per_method(outputs: Mapping[str, Mapping[str, list]]) -> dict[str, tupl
     nats = {}
     for method in ORDER:
         out = outputs[method]
-        tokens = [len(text) + bool(done) for text, done in zip(out["texts"], out["finished"])]
-        nats[method] = nats_per_token(out["log_probs"], tokens)
+        nats[method] = nats_per_token(
+            out["log_probs"], tokens_per_text(out["texts"], out["finished"])
+        )
     return nats
 
 

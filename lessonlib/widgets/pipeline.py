@@ -39,6 +39,7 @@ DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the next c
 DEFAULT_DRAWS = 200  # draws per press of the draw button
 TEMPERATURE_MIN, TEMPERATURE_MAX = 0.05, 5.0  # the slider's range (greedy has no stages to show)
 P_MIN = 0.01  # top-p must stay > 0; the slider's 1.0 means off
+TEMPERATURE_STEP, P_STEP = 0.05, 0.01  # the sliders' grids: initial settings must lie on them
 
 BAR_COLOR = "#2a7ab0"
 OUTLINE_COLOR = "#555555"
@@ -73,10 +74,14 @@ class PipelineViewer:
         )
         # A value the slider cannot show would be snapped (changed) by the browser on display.
         check_on_slider(
-            "temperature", self.state.temperature, TEMPERATURE_MIN, TEMPERATURE_MAX, 0.05
+            "temperature",
+            self.state.temperature,
+            TEMPERATURE_MIN,
+            TEMPERATURE_MAX,
+            TEMPERATURE_STEP,
         )
         if self.state.top_p is not None:
-            check_on_slider("top_p", self.state.top_p, P_MIN, 1.0, 0.01)
+            check_on_slider("top_p", self.state.top_p, P_MIN, 1.0, P_STEP)
         self._syncing = False  # True while the view itself sets control values
         self._bars_for = -1  # number of bars the current artists were built for
 
@@ -119,7 +124,7 @@ class PipelineViewer:
             value=state.temperature,
             min=TEMPERATURE_MIN,
             max=TEMPERATURE_MAX,
-            step=0.05,
+            step=TEMPERATURE_STEP,
             description="\u03c4",
             readout_format=".2f",
         )
@@ -133,7 +138,7 @@ class PipelineViewer:
             value=1.0 if state.top_p is None else state.top_p,
             min=P_MIN,
             max=1.0,
-            step=0.01,
+            step=P_STEP,
             description="top-p",
             readout_format=".2f",
         )
