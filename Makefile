@@ -22,7 +22,7 @@ STAMP := $(VENV)/.installed
 NOTEBOOKS := $(wildcard notebooks/*.ipynb)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lab test unit nbval browser lint train clean
+.PHONY: help setup lab test unit nbval browser lint train execute times binder-url clean
 
 help:
 	@echo "make lab     set up .venv if needed, then open notebooks/00_start_here.ipynb in JupyterLab"
@@ -33,6 +33,9 @@ help:
 	@echo "make browser run every notebook in JupyterLab in headless Chromium (BROWSER=0 skips it)"
 	@echo "make lint    ruff check and ruff format --check"
 	@echo "make train   train the TinyTales model (python -m lessonlib.train \$$TRAIN_ARGS)"
+	@echo "make execute re-run notebooks in place and save their outputs (NOTEBOOK=path for one)"
+	@echo "make times   each notebook's measured study time (main path, going deeper)"
+	@echo "make binder-url  the Binder launch link of this clone's GitHub remote 'origin'"
 	@echo "make clean   remove .venv and caches"
 	@echo "Variables: PYTHON=$(PYTHON) PIP_ARGS=$(PIP_ARGS) LAB_ARGS=$(LAB_ARGS) BROWSER=$(BROWSER) CHROMIUM=$(CHROMIUM)"
 
@@ -92,6 +95,28 @@ lint: $(STAMP)
 
 train: $(STAMP)
 	$(VENV_PY) -m lessonlib.train $(TRAIN_ARGS)
+
+# Authors: re-execute notebooks in place, as they are committed (outputs, widget state and the
+# cell timings that `make times` reads). One notebook: make execute NOTEBOOK=notebooks/04_nucleus.ipynb
+execute: $(STAMP)
+	$(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+		--ExecutePreprocessor.timeout=600 $(or $(NOTEBOOK),$(NOTEBOOKS))
+
+times: $(STAMP)
+	$(VENV_PY) -m lessonlib.teaching.study_time
+
+# The Binder link of a published copy, from the GitHub remote 'origin' (https or ssh form).
+binder-url:
+	@remote=$$(git remote get-url origin 2>/dev/null) || { \
+		echo "error: this clone has no git remote 'origin'; publish it on GitHub first,"; \
+		echo "  then: git remote add origin https://github.com/OWNER/REPO.git"; exit 1; }; \
+	repo=$$(printf '%s\n' "$$remote" | sed -nE \
+		-e 's#^(https://|ssh://git@|git@)github\.com[:/]([A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+)$$#\2#p' \
+		| sed -e 's#\.git$$##'); \
+	[ -n "$$repo" ] || { \
+		echo "error: remote 'origin' is $$remote, not a GitHub repository;"; \
+		echo "  Binder's link needs github.com/OWNER/REPO (https or ssh)"; exit 1; }; \
+	echo "https://mybinder.org/v2/gh/$$repo/HEAD?labpath=notebooks/00_start_here.ipynb"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis .ruff_cache build dist *.egg-info screenshots

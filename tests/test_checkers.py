@@ -1,4 +1,4 @@
-"""Tests for lessonlib.checkers: each checker passes correct code and catches each bug it targets.
+"""Tests for lessonlib.teaching.checkers: each checker passes correct code and catches its bugs.
 
 The buggy functions below are the "natural first attempts" a learner writes; each must fail
 with a message that shows the failing input, and correct implementations (the library's and
@@ -12,23 +12,23 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.checkers import (
+from lessonlib.model import GPT, GPTConfig
+from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
+from lessonlib.teaching.checkers import (
     GREEDY_PROMPTS,
     Case,
     CheckResult,
     check_against_reference,
-    check_greedy_decoder,
-    check_temperature,
-    check_top_k,
-    check_top_p,
+    check_my_greedy,
+    check_my_temperature,
+    check_my_top_k,
+    check_my_top_p,
     compare_kept_prefix,
     compare_logits,
     temperature_cases,
     top_k_cases,
     top_p_cases,
 )
-from lessonlib.model import GPT, GPTConfig
-from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
 from lessonlib.tinytales import ALPHABET
 from lessonlib.tokenizer import CharTokenizer
 
@@ -230,6 +230,25 @@ def top_p_view_when_p_is_one(logits: Tensor, p: float) -> Tensor:
     return logits[..., :] if p == 1 else filter_top_p(logits, p)
 
 
+def top_k_fills_minus_1e9(logits: Tensor, k: int) -> Tensor:
+    """Right set, but the removed tokens get -1e9, a finite logit, instead of -inf."""
+    kth = torch.topk(logits, k).values[..., -1:]
+    return logits.masked_fill(logits < kth, -1e9)
+
+
+def top_p_from_exp(logits: Tensor, p: float) -> Tensor:
+    """Probabilities as exp(logits), never normalised: right only when the logits already are."""
+    sorted_logits, sorted_idx = torch.sort(logits, dim=-1, descending=True)
+    weights = sorted_logits.exp()
+    drop_sorted = weights.cumsum(dim=-1) - weights >= p
+    return logits.masked_fill(drop_sorted.scatter(-1, sorted_idx, drop_sorted), NEG_INF)
+
+
+def top_p_fills_minus_1e9(logits: Tensor, p: float) -> Tensor:
+    """Right set, but the removed tokens get -1e9 instead of -inf."""
+    return filter_top_p(logits, p).nan_to_num(neginf=-1e9)
+
+
 def top_p_in_place(logits: Tensor, p: float) -> Tensor:
     kept = filter_top_p(logits, p)
     logits.copy_(kept)
@@ -241,7 +260,7 @@ def top_p_in_place(logits: Tensor, p: float) -> Tensor:
 
 @pytest.mark.parametrize("fn", [apply_temperature, temperature_by_reciprocal])
 def test_temperature_checker_passes_correct_code(fn) -> None:
-    result = check_temperature(fn)
+    result = check_my_temperature(fn)
     assert result.passed
     assert result.first_failure is None
     assert result.cases_run == len(temperature_cases())
@@ -250,7 +269,7 @@ def test_temperature_checker_passes_correct_code(fn) -> None:
 
 @pytest.mark.parametrize("fn", [filter_top_k, top_k_by_sorting, top_k_row_by_row])
 def test_top_k_checker_passes_correct_code(fn) -> None:
-    result = check_top_k(fn)
+    result = check_my_top_k(fn)
     assert result.passed, str(result)
     assert result.cases_run == len(top_k_cases())
 
@@ -259,16 +278,16 @@ def test_top_k_checker_passes_correct_code(fn) -> None:
     "fn", [filter_top_p, top_p_float32_unstable, top_p_reversed_ties, top_p_ascending]
 )
 def test_top_p_checker_passes_correct_code(fn) -> None:
-    result = check_top_p(fn)
+    result = check_my_top_p(fn)
     assert result.passed, str(result)
     assert result.cases_run == len(top_p_cases())
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_checkers_pass_the_library_on_other_seeds(seed: int) -> None:
-    assert check_temperature(apply_temperature, seed=seed).passed
-    assert check_top_k(filter_top_k, seed=seed).passed
-    assert check_top_p(top_p_float32_unstable, seed=seed).passed
+    assert check_my_temperature(apply_temperature, seed=seed).passed
+    assert check_my_top_k(filter_top_k, seed=seed).passed
+    assert check_my_top_p(top_p_float32_unstable, seed=seed).passed
 
 
 # ----- each bug is caught, and the message shows the input ------------------------------------
@@ -298,13 +317,13 @@ def assert_fails_on(result: CheckResult, *words: str) -> None:
     ],
 )
 def test_temperature_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
-    assert_fails_on(check_temperature(fn), "temperature = ", *words)
+    assert_fails_on(check_my_temperature(fn), "temperature = ", *words)
 
 
 @pytest.mark.parametrize(
     ("fn", "words"),
     [
-        (top_k_kth_without_keepdim, ("a batch of 3 rows", "keepdim=True")),
+        (top_k_kth_without_keepdim, ("a batch of 3 rows", "[..., -1:] (not [..., -1])")),
         (top_k_keeps_k_minus_one, ("case 1 of", "k        = 2", "k - 1 tokens")),
         (top_k_off_by_one_index, ("case 1 of", "tokens [0, 3]", "you keep k + 1 tokens")),
         (top_k_keeps_k_plus_one, ("case 1 of", "tokens [0, 3, 4]", "you keep k + 1 tokens")),
@@ -312,10 +331,11 @@ def test_temperature_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
         (top_k_softmaxed, ("case 1 of", "got      = [0.27, 0.0", "not probabilities")),
         (top_k_returns_input_when_k_covers_all, ("k = V keeps every token", "logits.clone()")),
         (top_k_in_place, ("in place",)),
+        (top_k_fills_minus_1e9, ("case 1 of", "float('-inf'), not a large negative number")),
     ],
 )
 def test_top_k_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
-    assert_fails_on(check_top_k(fn), *words)
+    assert_fails_on(check_my_top_k(fn), *words)
 
 
 def test_top_k_missing_keepdim_is_caught_even_when_it_broadcasts_silently() -> None:
@@ -328,6 +348,8 @@ def test_top_k_missing_keepdim_is_caught_even_when_it_broadcasts_silently() -> N
         top_k_kth_without_keepdim, filter_top_k, square, name="top-k", param_name="k"
     )
     assert_fails_on(result, "4 rows of 4 tokens", "got      = [[", "right for each row on its own")
+    # The advice is about the k-th value's dimension, not about indices (that is top-p's bug).
+    assert "flat list" not in str(result)
 
 
 @pytest.mark.parametrize(
@@ -338,13 +360,15 @@ def test_top_k_missing_keepdim_is_caught_even_when_it_broadcasts_silently() -> N
         (top_p_returns_sorted, ("in sorted order",)),
         (top_p_without_shift, ("case 1 of", "got them at tokens [1]")),
         (top_p_keeps_boundary, ("exactly p = 0.5", "p        = 0.5", "strictly")),
-        (top_p_flat_indices, ("a batch of 3 rows", "right for each row on its own")),
+        (top_p_flat_indices, ("a batch of 3 rows", "right for each row on its own", "flat list")),
+        (top_p_from_exp, ("do not sum to 1", "torch.softmax")),
+        (top_p_fills_minus_1e9, ("float('-inf'), not a large negative number",)),
         (top_p_view_when_p_is_one, ("p = 1 keeps every token", "(or a view of them)")),
         (top_p_in_place, ("in place",)),
     ],
 )
 def test_top_p_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
-    assert_fails_on(check_top_p(fn), "probs    = [", *words)
+    assert_fails_on(check_my_top_p(fn), "probs    = [", *words)
 
 
 def test_top_p_missing_top_token_is_named_when_p_is_below_the_top_probability() -> None:
@@ -353,7 +377,7 @@ def test_top_p_missing_top_token_is_named_when_p_is_below_the_top_probability() 
     def loses_top_token(logits: Tensor, p: float) -> Tensor:
         return top_p_without_shift(logits, p) if p == 0.3 else filter_top_p(logits, p)
 
-    result = check_top_p(loses_top_token)
+    result = check_my_top_p(loses_top_token)
     assert_fails_on(
         result,
         "p below the top token's probability",
@@ -395,20 +419,20 @@ def test_engine_reports_an_exception_instead_of_raising() -> None:
     def broken(logits: Tensor, k: int) -> Tensor:
         raise ValueError("oops in learner code")
 
-    result = check_top_k(broken)
+    result = check_my_top_k(broken)
     assert not result.passed
     assert result.cases_run == 1
     assert "raised ValueError: oops in learner code" in str(result)
 
 
 def test_engine_reports_a_non_tensor_result() -> None:
-    result = check_top_k(lambda logits, k: logits.tolist())
+    result = check_my_top_k(lambda logits, k: logits.tolist())
     assert_fails_on(result, "returned a list, expected a torch.Tensor")
 
 
 def test_engine_reports_shape_and_nan() -> None:
-    assert_fails_on(check_temperature(lambda x, t: (x / t)[..., :-1]), "expected shape (3,)")
-    assert_fails_on(check_temperature(lambda x, t: x * float("nan")), "got NaN at token 0")
+    assert_fails_on(check_my_temperature(lambda x, t: (x / t)[..., :-1]), "expected shape (3,)")
+    assert_fails_on(check_my_temperature(lambda x, t: x * float("nan")), "got NaN at token 0")
 
 
 def test_engine_stops_at_the_first_failure_and_counts_cases() -> None:
@@ -433,12 +457,12 @@ def test_temperature_zero_must_raise_a_value_error() -> None:
     assert check_against_reference(
         temperature_divides_by_zero, apply_temperature, rescaling, name="t"
     ).passed
-    assert check_temperature(temperature_divides_by_zero).cases_run == zero[0]
+    assert check_my_temperature(temperature_divides_by_zero).cases_run == zero[0]
     for fn, problem in (
         (temperature_divides_by_zero, "but it returned a result"),
         (temperature_reciprocal_unguarded, "raised ZeroDivisionError"),
     ):
-        result = check_temperature(fn)
+        result = check_my_temperature(fn)
         assert not result.passed
         for words in (
             "temperature = 0.0",
@@ -447,7 +471,7 @@ def test_temperature_zero_must_raise_a_value_error() -> None:
             "Hint: temperature 0 is not a rescaling: raise a ValueError naming temperature",
         ):
             assert words in result.first_failure, result.first_failure
-    assert "got      = [inf, inf, nan]" in str(check_temperature(temperature_divides_by_zero))
+    assert "got      = [inf, inf, nan]" in str(check_my_temperature(temperature_divides_by_zero))
 
 
 def test_engine_checks_that_the_reference_raises_too() -> None:
@@ -490,9 +514,9 @@ def test_engine_rejects_bad_arguments() -> None:
 
 
 def test_result_repr_is_the_plain_words() -> None:
-    result = check_top_k(top_k_keeps_k_minus_one)
+    result = check_my_top_k(top_k_keeps_k_minus_one)
     assert repr(result) == str(result)
-    assert repr(check_top_k(filter_top_k)).startswith("All ")
+    assert repr(check_my_top_k(filter_top_k)).startswith("All ")
 
 
 def test_compare_logits_and_kept_prefix_on_ties() -> None:
@@ -591,7 +615,7 @@ def greedy_loop_without_start_marker(model, prompt, *, tokenizer, max_new_tokens
 
 
 def check_counting(fn, **kwargs) -> CheckResult:
-    return check_greedy_decoder(
+    return check_my_greedy(
         fn, model=CountingModel(), tokenizer=COUNTING_TOKENIZER, prompts=COUNTING_PROMPTS, **kwargs
     )
 
@@ -632,7 +656,7 @@ def test_greedy_checker_passes_the_library_on_the_shipped_prompts() -> None:
     torch.manual_seed(0)
     model = GPT(GPTConfig(vocab_size=len(ALPHABET), block_size=512, n_layer=1, n_head=1, n_embd=8))
     tokenizer = CharTokenizer(ALPHABET, boundary="\n")
-    result = check_greedy_decoder(greedy_loop, model=model.eval(), tokenizer=tokenizer)
+    result = check_my_greedy(greedy_loop, model=model.eval(), tokenizer=tokenizer)
     assert result.passed, str(result)
     assert result.cases_run == len(GREEDY_PROMPTS)
     assert tinytales.next_char_distribution(GREEDY_PROMPTS[-1])  # a possible story prefix
@@ -642,6 +666,39 @@ def test_greedy_checker_rejects_bad_arguments() -> None:
     with pytest.raises(TypeError, match="fn must be a function"):
         check_counting("not a function")
     with pytest.raises(ValueError, match="prompts must hold at least one prompt"):
-        check_greedy_decoder(
+        check_my_greedy(
             greedy_loop, model=CountingModel(), tokenizer=COUNTING_TOKENIZER, prompts=()
         )
+
+
+# ----- stubs -------------------------------------------------------------------------------------
+
+
+def my_stub(logits: Tensor, param: float) -> Tensor:
+    """A notebook's stub: the learner has not written the body yet."""
+    raise NotImplementedError
+
+
+@pytest.mark.parametrize("checker", [check_my_temperature, check_my_top_k, check_my_top_p])
+def test_a_stub_gets_one_friendly_line(checker) -> None:
+    result = checker(my_stub)
+    assert not result.passed and result.not_written and result.cases_run == 0
+    assert str(result) == (
+        "not written yet: fill in the body of my_stub above, then run this cell again."
+    )
+
+
+def test_a_greedy_stub_gets_one_friendly_line() -> None:
+    def my_greedy(model, prompt, *, tokenizer, max_new_tokens):
+        raise NotImplementedError
+
+    model = GPT(
+        GPTConfig(
+            vocab_size=COUNTING_TOKENIZER.vocab_size, block_size=16, n_layer=1, n_head=1, n_embd=8
+        )
+    )
+    result = check_my_greedy(
+        my_greedy, model=model, tokenizer=COUNTING_TOKENIZER, prompts=COUNTING_PROMPTS
+    )
+    assert result.not_written
+    assert "fill in the body of my_greedy above" in str(result)

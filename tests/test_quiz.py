@@ -1,14 +1,27 @@
-"""Tests for lessonlib.quiz (grading, answer keys) and its view lessonlib.widgets.quiz."""
+"""Tests for lessonlib.teaching.quiz (grading, tries, the bank, answer keys) and its view."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
-from lessonlib.quiz import TWO_DECIMALS, Grade, Quiz, check_answer_key, grade, parse_number
-from lessonlib.widgets.quiz import QuizView
+from lessonlib.teaching.quiz import (
+    REVEAL_AFTER,
+    TWO_DECIMALS,
+    Grade,
+    Quiz,
+    QuizAttempts,
+    answer_text,
+    check_answer_key,
+    grade,
+    load_quiz,
+    parse_number,
+    quiz_bank,
+)
+from lessonlib.widgets.quiz import QuizView, show_quiz
 
 # p1 for logits (2, 1, 0) at temperature 1 is e^2 / (e^2 + e + 1) = 0.66524...
 P1 = math.exp(2) / (math.exp(2) + math.exp(1) + 1)
@@ -253,5 +266,128 @@ def test_view_lists_choices_and_renders_as_a_widget() -> None:
 
 
 def test_view_rejects_a_non_quiz() -> None:
-    with pytest.raises(TypeError, match="quiz must be a lessonlib.quiz.Quiz"):
+    with pytest.raises(TypeError, match="quiz must be a lessonlib.teaching.quiz.Quiz"):
         QuizView("what is 2 + 2?")  # type: ignore[arg-type]
+
+
+HINTED = Quiz(
+    "p1 for logits (2, 1, 0)?",
+    "number",
+    P1,
+    TWO_DECIMALS,
+    explanation="e^2 / (e^2 + e + 1)",
+    hint="exponentiate, then normalise",
+)
+
+
+def test_a_wrong_answer_gets_the_hint_and_never_the_key() -> None:
+    result = grade(HINTED, "0.5")
+    assert not result.correct
+    assert "Hint: exponentiate, then normalise" in result.message
+    assert "0.67" not in result.message and "e^2" not in result.message
+
+
+def test_an_unreadable_answer_gets_no_hint_and_a_right_one_the_explanation() -> None:
+    assert "Hint" not in grade(HINTED, "abc").message
+    right = grade(HINTED, "0.67")
+    assert right.correct and "e^2 / (e^2 + e + 1)" in right.message and "Hint" not in right.message
+
+
+def test_attempts_reveal_only_after_enough_wrong_tries() -> None:
+    attempts = QuizAttempts(HINTED)
+    with pytest.raises(ValueError, match="after 2 wrong tries"):
+        attempts.reveal()
+    attempts.submit("0.5")
+    attempts.submit("0.5")  # the same answer again (blur, then Check) is one try
+    attempts.submit("abc")  # unreadable: not a try
+    assert attempts.wrong == 1 and not attempts.can_reveal
+    attempts.submit("0.4")
+    assert attempts.wrong == REVEAL_AFTER and attempts.can_reveal
+    assert attempts.reveal() == "The answer is 0.67. e^2 / (e^2 + e + 1)"
+    assert attempts.revealed
+
+
+def test_a_solved_quiz_offers_no_reveal() -> None:
+    attempts = QuizAttempts(HINTED)
+    for text in ("0.1", "0.2", "0.67"):
+        attempts.submit(text)
+    assert attempts.solved and not attempts.can_reveal
+
+
+@pytest.mark.parametrize(
+    ("quiz", "text"),
+    [
+        (PROB, "0.67"),
+        (COUNT, "4"),
+        (PICK, "(a) top-k with k = 1"),
+        (Quiz("x?", "number", 0.125, 0.0005), "0.125"),
+        (Quiz("x?", "number", 0.5), "0.5"),
+    ],
+)
+def test_answer_text_writes_the_key_as_a_learner_would(quiz: Quiz, text: str) -> None:
+    assert answer_text(quiz) == text
+    if quiz.kind != "choice":
+        assert grade(quiz, text).correct
+
+
+def test_view_offers_the_answer_after_two_wrong_tries() -> None:
+    view = QuizView(HINTED)
+    assert view.reveal_button.layout.display == "none"
+    view.submit("0.5")
+    assert "Hint: exponentiate" in view.feedback.value
+    assert view.reveal_button.layout.display == "none"
+    view.submit("0.1")
+    assert view.reveal_button.layout.display is None
+    view.reveal_button.click()
+    assert "The answer is 0.67." in view.feedback.value
+
+
+def test_view_placeholder_fits_the_kind() -> None:
+    assert QuizView(COUNT).answer_box.placeholder == "a whole number"
+    assert QuizView(PROB).answer_box.placeholder == "a number, e.g. 0.5"
+    assert QuizView(PICK).answer_box.placeholder == "a letter, e.g. a"
+
+
+def test_show_quiz_and_check_answer_key_read_the_bank() -> None:
+    view = show_quiz("nucleus-size")
+    assert view.quiz == load_quiz("nucleus-size") and view.quiz.id == "nucleus-size"
+    check_answer_key("nucleus-size", 4)
+    with pytest.raises(AssertionError, match="disagrees"):
+        check_answer_key("nucleus-size", 3)
+    with pytest.raises(KeyError, match="no quiz 'no-such-quiz'"):
+        load_quiz("no-such-quiz")
+
+
+def test_every_bank_quiz_has_a_hint_that_does_not_state_its_key() -> None:
+    for quiz_id, (_notebook, quiz) in quiz_bank().items():
+        assert quiz.hint, quiz_id
+        if quiz.kind == "number":
+            assert answer_text(quiz) not in quiz.hint, f"{quiz_id}: the hint gives the answer"
+        if quiz.kind == "choice":
+            assert quiz.answer not in quiz.hint, f"{quiz_id}: the hint names the answer"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ('[a-b]\nquestion = "q?"\nkind = "integer"\nanswer = 1\n', "needs a hint"),
+        ('[A_B]\nquestion = "q?"\nkind = "integer"\nanswer = 1\nhint = "h"\n', "lowercase"),
+        ('[a-b]\nquestion = "q?"\nkind = "integer"\nanswer = 1\nhint = "h"\nkey = 2\n', "unknown"),
+        ('[a-b]\nquestion = "q?"\nkind = "integer"\nanswer = 1.5\nhint = "h"\n', "must be an int"),
+    ],
+)
+def test_the_bank_rejects_bad_entries_naming_file_and_id(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    (tmp_path / "01_x.toml").write_text(text)
+    with pytest.raises(ValueError, match=words) as error:
+        quiz_bank(tmp_path)
+    assert "01_x.toml" in str(error.value)
+
+
+def test_the_bank_rejects_an_id_used_twice(tmp_path: Path) -> None:
+    entry = '[same]\nquestion = "q?"\nkind = "integer"\nanswer = 1\nhint = "h"\n'
+    (tmp_path / "01_a.toml").write_text(entry)
+    (tmp_path / "02_b.toml").write_text(entry)
+    with pytest.raises(ValueError, match="'same' is in both 01_a and 02_b"):
+        quiz_bank(tmp_path)

@@ -190,3 +190,31 @@ def test_format_scores_is_one_line_per_row() -> None:
     assert len(lines) == 3 and "valid" in lines[0] and "distinct-2" in lines[0]
     assert lines[1].split()[0] == "0.30" and lines[2].split()[0] == "1.50"
     assert lines[2].split()[2] == "0.50"  # finished share
+
+
+def test_sampler_sweep_scores_any_setting_on_shared_random_numbers(bigram) -> None:
+    from lessonlib.temperature_sweep import sampler_sweep, setting_label
+
+    model, tokenizer = bigram
+    settings = [{"temperature": 1.0}, {"top_k": 1}, {"top_p": 0.5, "temperature": 0.7}]
+    rows = sampler_sweep(
+        model, tokenizer, prompt="", settings=settings, samples=6, max_new_tokens=12, seed=3
+    )
+    assert [row.label for row in rows] == ["tau 1", "top-k 1", "top-p 0.5, tau 0.7"]
+    # top-k 1 is greedy: every sample is the same text.
+    assert len(set(rows[1].texts)) == 1
+    # The same seed and setting give the same draws as temperature_sweep at tau = 1.
+    plain = temperature_sweep(
+        model,
+        tokenizer,
+        prompt="",
+        temperatures=[1.0],
+        samples_per_temperature=6,
+        max_new_tokens=12,
+        seed=3,
+    )
+    assert plain[0].texts == rows[0].texts and plain[0].label == ""
+    assert 0 <= rows[0].valid_se <= 0.5 / 6**0.5 + 1e-12
+    assert "setting" in format_scores(rows).splitlines()[0]
+    with pytest.raises(ValueError, match="unknown keys"):
+        setting_label({"top_q": 0.5})

@@ -1,14 +1,15 @@
-"""A small ipywidgets view of a `lessonlib.quiz.Quiz`: a text box, a Check button, feedback.
+"""A small ipywidgets view of a quiz: a text box, a Check button, feedback, and a reveal button.
 
-The grading is `lessonlib.quiz.grade` (pure, unit-tested); this view only maps the learner's
-events to it and shows the verdict. Show it as the last expression of a cell::
+Grading and the count of tries are `lessonlib.teaching.quiz` (pure, unit-tested); this view only
+maps the learner's events to a `QuizAttempts` and shows the verdict. A notebook shows a quiz
+from the bank by its id, as the last expression of a cell::
 
-    QuizView(quiz)
+    show_quiz("nucleus-size")
 
-(the view implements `_repr_mimebundle_`, so Jupyter renders its widget; `.widget` is the
-same container, for embedding it in a larger layout). The constructor never calls display().
-Pressing Enter in the text box checks the answer too. Tests and browser tests drive it with
-`.answer_box`, `.check_button` and `.feedback`, or headless with `submit(text)`.
+A wrong answer shows the quiz's hint; a right one shows the explanation. After `REVEAL_AFTER`
+wrong tries a "Show answer" button appears. Pressing Enter in the text box checks too. Tests
+drive it with `.answer_box`, `.check_button`, `.reveal_button` and `.feedback`, or headless
+with `submit(text)` and `reveal()`. The constructor never calls display().
 """
 
 from __future__ import annotations
@@ -18,13 +19,18 @@ import traceback
 
 import ipywidgets as widgets
 
-from lessonlib.quiz import Grade, Quiz, grade
+from lessonlib.teaching.quiz import Grade, Quiz, QuizAttempts, load_quiz
 
-__all__ = ["QuizView"]
+__all__ = ["QuizView", "show_quiz"]
 
 _STYLES = {
     True: "color: #1a7f37; font-weight: bold",  # green, and bold, so it does not rely on colour
     False: "color: #b35900; font-weight: bold",  # orange rather than red: a nudge, not an alarm
+}
+_PLACEHOLDERS = {
+    "number": "a number, e.g. 0.5",
+    "integer": "a whole number",
+    "choice": "a letter, e.g. a",
 }
 
 
@@ -53,47 +59,71 @@ class QuizView:
 
     def __init__(self, quiz: Quiz) -> None:
         if not isinstance(quiz, Quiz):
-            raise TypeError(f"quiz must be a lessonlib.quiz.Quiz, got {type(quiz).__name__}")
+            raise TypeError(
+                f"quiz must be a lessonlib.teaching.quiz.Quiz, got {type(quiz).__name__}"
+            )
         self.quiz = quiz
-        self.last_grade: Grade | None = None
-        placeholder = "a choice, e.g. a" if quiz.kind == "choice" else "a number, e.g. 0.5"
+        self.attempts = QuizAttempts(quiz)
         self.question = widgets.HTMLMath(value=_question_html(quiz))
         # continuous_update=False: the value changes (and is checked) on Enter, not per keystroke.
         self.answer_box = widgets.Text(
-            placeholder=placeholder,
+            placeholder=_PLACEHOLDERS[quiz.kind],
             continuous_update=False,
             description="Answer:",
             layout=widgets.Layout(width="18em"),
         )
         self.check_button = widgets.Button(description="Check", tooltip="Check your answer")
+        self.reveal_button = widgets.Button(
+            description="Show answer",
+            tooltip="Show the answer and why",
+            layout=widgets.Layout(display="none"),  # appears after REVEAL_AFTER wrong tries
+        )
         self.feedback = widgets.HTMLMath(value="")
         # Errors inside callbacks would otherwise vanish into the kernel log.
         self.errors = widgets.Output()
-        self.check_button.on_click(lambda _button: self._guarded_check())
-        self.answer_box.observe(lambda _change: self._guarded_check(), names="value")
-        controls = widgets.HBox([self.answer_box, self.check_button])
+        self.check_button.on_click(lambda _button: self._guarded(self.check))
+        self.reveal_button.on_click(lambda _button: self._guarded(self.reveal))
+        self.answer_box.observe(lambda _change: self._guarded(self.check), names="value")
+        controls = widgets.HBox([self.answer_box, self.check_button, self.reveal_button])
         self.widget = widgets.VBox([self.question, controls, self.feedback, self.errors])
+
+    @property
+    def last_grade(self) -> Grade | None:
+        """The verdict on the latest answer, or None before the first."""
+        return self.attempts.history[-1] if self.attempts.history else None
 
     def check(self) -> Grade:
         """Grade what is in the answer box and show the verdict; returns the Grade."""
-        result = grade(self.quiz, self.answer_box.value)
-        self.last_grade = result
+        result = self.attempts.submit(self.answer_box.value)
         self.feedback.value = _feedback_html(result)
+        if self.attempts.can_reveal:
+            self.reveal_button.layout.display = None  # shown
         return result
 
     def submit(self, text: str) -> Grade:
         """Type `text` into the answer box and check it (for tests and demos); returns the Grade."""
-        self.answer_box.value = text
-        return self.check()
+        self.answer_box.value = text  # the observer checks a changed value
+        return self.check()  # the same response again is not counted twice
 
-    def _guarded_check(self) -> None:
-        """Run `check` from a widget event, printing any traceback into the view."""
+    def reveal(self) -> str:
+        """Show the answer and its explanation (only after enough tries); returns the text."""
+        text = self.attempts.reveal()
+        self.feedback.value = html.escape(text)
+        return text
+
+    def _guarded(self, action) -> None:
+        """Run `action` from a widget event, printing any traceback into the view."""
         with self.errors:
             try:
-                self.check()
+                action()
             except Exception:  # noqa: BLE001 (any error: show it, do not lose it)
                 traceback.print_exc()
 
     def _repr_mimebundle_(self, **kwargs: object) -> dict:
         """Render as the quiz widget when the view is a cell's last expression."""
         return self.widget._repr_mimebundle_(**kwargs)
+
+
+def show_quiz(quiz_id: str) -> QuizView:
+    """The view of the bank's quiz `quiz_id`, for the last line of a notebook cell."""
+    return QuizView(load_quiz(quiz_id))

@@ -1,9 +1,12 @@
-"""Quiz questions as data, and the pure grading of a learner's typed answer.
+"""Quiz questions as data, the course's quiz bank, and the pure grading of a typed answer.
 
 A `Quiz` holds a question, its kind ("number", "integer" or "choice"), the answer key, a
-tolerance and an explanation. `grade` reads what the learner typed and says whether it is
-right, in words a learner can act on; `check_answer_key` lets a notebook assert that a quiz's
-key agrees with a value the notebook computed, so that CI checks every key.
+tolerance, a hint (shown after a wrong answer: it points at the method, never the number) and
+an explanation (shown after a right answer, or when the learner asks for the answer).
+The quizzes live in `quizzes/<notebook>.toml`, out of the learner's sight, keyed by a readable
+id: `load_quiz("nucleus-size")`. `grade` reads what the learner typed and says whether it is
+right; `QuizAttempts` counts the tries of one learner; `check_answer_key` lets a notebook
+assert that a key agrees with a value the notebook computed, so that CI checks every key.
 
 What `grade` accepts for numbers (surrounding spaces are ignored everywhere):
 - decimals with a point: "0.67", ".67", "+0.67", "-2", "1e-3", "4.";
@@ -22,12 +25,29 @@ This module is not about display: the ipywidgets view lives in `lessonlib.widget
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import re
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["KINDS", "TWO_DECIMALS", "Grade", "Quiz", "check_answer_key", "grade", "parse_number"]
+__all__ = [
+    "KINDS",
+    "QUIZ_DIR",
+    "REVEAL_AFTER",
+    "TWO_DECIMALS",
+    "Grade",
+    "Quiz",
+    "QuizAttempts",
+    "answer_text",
+    "check_answer_key",
+    "grade",
+    "load_quiz",
+    "parse_number",
+    "quiz_bank",
+]
 
 KINDS = ("number", "integer", "choice")
 
@@ -47,8 +67,10 @@ class Quiz:
     kind: str  # "number", "integer" or "choice"
     answer: float | int | str  # the key: a real number, a whole number, or one of `choices`
     tolerance: float = 0.0  # largest accepted |response - answer| for kind "number"
-    explanation: str = ""  # shown after a correct answer
+    explanation: str = ""  # shown after a correct answer, or when the answer is revealed
     choices: tuple[str, ...] = ()  # the options of a "choice" quiz, labelled (a), (b), ...
+    hint: str = ""  # shown after a wrong answer: the method, never the number
+    id: str = ""  # the key in the quiz bank, e.g. "nucleus-size"
 
     def __post_init__(self) -> None:
         """Reject a quiz whose key cannot be graded, naming the field and what is accepted."""
@@ -201,11 +223,23 @@ def _right(quiz: Quiz) -> str:
 
 
 def grade(quiz: Quiz, response: str) -> Grade:
-    """Grade the learner's typed `response` to `quiz`; never raises on what the learner typed."""
+    """Grade the learner's typed `response` to `quiz`; never raises on what the learner typed.
+
+    A wrong answer that could be read gets the quiz's hint; an unreadable one gets only how to
+    write it.
+    """
     if not isinstance(quiz, Quiz):
         raise TypeError(f"quiz must be a Quiz, got {type(quiz).__name__}")
     if not isinstance(response, str):
         raise TypeError(f"response must be a string, got {type(response).__name__}")
+    result = _grade(quiz, response)
+    if result.correct or result.value is None or not quiz.hint:
+        return result
+    return Grade(False, f"{result.message} Hint: {quiz.hint}", result.value)
+
+
+def _grade(quiz: Quiz, response: str) -> Grade:
+    """`grade` without the hint."""
     if quiz.kind == "choice":
         return _grade_choice(quiz, response)
     try:
@@ -220,14 +254,121 @@ def grade(quiz: Quiz, response: str) -> Grade:
     return _grade_number(quiz, value)
 
 
-def check_answer_key(quiz: Quiz, computed_value: object) -> None:
-    """Raise AssertionError if `quiz.answer` disagrees with `computed_value` (within tolerance).
+def answer_text(quiz: Quiz) -> str:
+    """The key as a learner would write it: "0.67", "4", or "(b) greedy decoding"."""
+    if quiz.kind == "choice":
+        letter = chr(ord("a") + quiz.choices.index(quiz.answer))
+        return f"({letter}) {quiz.answer}"
+    if quiz.kind == "number" and quiz.tolerance > 0:
+        # As many decimals as the tolerance asks for: 0.005 -> two.
+        decimals = max(0, math.ceil(-math.log10(2 * quiz.tolerance) - 1e-9))
+        return f"{quiz.answer:.{decimals}f}"
+    return _format(quiz.answer)
+
+
+# After this many wrong answers that could be read, the learner may reveal the answer.
+REVEAL_AFTER = 2
+
+
+@dataclass
+class QuizAttempts:
+    """One learner's tries at one quiz: pure state behind the quiz view."""
+
+    quiz: Quiz
+    wrong: int = 0  # wrong answers that could be read (an unreadable one is not a try)
+    solved: bool = False
+    revealed: bool = False
+    history: list[Grade] = field(default_factory=list)
+    last_response: str | None = None
+
+    def submit(self, response: str) -> Grade:
+        """Grade `response` and count it; the same response twice in a row counts once."""
+        # A browser sends the box's value on blur and then the Check click: one try, not two.
+        if response == self.last_response and self.history:
+            return self.history[-1]
+        self.last_response = response
+        result = grade(self.quiz, response)
+        self.history.append(result)
+        if result.correct:
+            self.solved = True
+        elif result.value is not None:
+            self.wrong += 1
+        return result
+
+    @property
+    def can_reveal(self) -> bool:
+        """True once the learner has tried `REVEAL_AFTER` times without finding the answer."""
+        return self.wrong >= REVEAL_AFTER and not self.solved
+
+    def reveal(self) -> str:
+        """The answer and its explanation; ValueError before `can_reveal` (no peeking)."""
+        if not (self.can_reveal or self.revealed):
+            raise ValueError(
+                f"the answer is shown after {REVEAL_AFTER} wrong tries, "
+                f"and this learner has made {self.wrong}"
+            )
+        self.revealed = True
+        return f"The answer is {answer_text(self.quiz)}. {self.quiz.explanation}".strip()
+
+
+# ----- the quiz bank -----------------------------------------------------------------------------
+
+QUIZ_DIR = Path(__file__).resolve().parent / "quizzes"
+_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+_FIELDS = {"question", "kind", "answer", "tolerance", "explanation", "choices", "hint"}
+
+
+def _quiz_from_table(quiz_id: str, table: dict, source: str) -> Quiz:
+    """A Quiz from one TOML table, naming the file and the id in any error."""
+    unknown = set(table) - _FIELDS
+    if unknown:
+        raise ValueError(f"{source}: quiz {quiz_id!r} has unknown fields {sorted(unknown)}")
+    if not _ID.fullmatch(quiz_id):
+        raise ValueError(f"{source}: quiz id {quiz_id!r} must be lowercase words joined by '-'")
+    if not table.get("hint"):
+        raise ValueError(f"{source}: quiz {quiz_id!r} needs a hint for wrong answers")
+    values = dict(table, choices=tuple(table.get("choices", ())))
+    try:
+        return Quiz(id=quiz_id, **values)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{source}: quiz {quiz_id!r}: {error}") from error
+
+
+@functools.cache
+def quiz_bank(directory: Path = QUIZ_DIR) -> dict[str, tuple[str, Quiz]]:
+    """Every quiz of the course by id, with the notebook (file stem) it belongs to."""
+    bank: dict[str, tuple[str, Quiz]] = {}
+    for path in sorted(directory.glob("*.toml")):
+        with path.open("rb") as file:
+            tables = tomllib.load(file)
+        for quiz_id, table in tables.items():
+            if quiz_id in bank:
+                raise ValueError(
+                    f"quiz id {quiz_id!r} is in both {bank[quiz_id][0]} and {path.stem}"
+                )
+            bank[quiz_id] = (path.stem, _quiz_from_table(quiz_id, table, path.name))
+    return bank
+
+
+def load_quiz(quiz_id: str) -> Quiz:
+    """The quiz with this id from the bank; KeyError listing the ids if there is none."""
+    bank = quiz_bank()
+    if quiz_id not in bank:
+        raise KeyError(f"no quiz {quiz_id!r}; the bank has {sorted(bank)}")
+    return bank[quiz_id][1]
+
+
+def check_answer_key(quiz: Quiz | str, computed_value: object) -> None:
+    """Raise AssertionError if the key of `quiz` (a Quiz or a bank id) disagrees with a value.
 
     `computed_value` may be a Python number or string, or a one-element tensor or array (read
-    with `.item()`), so that a notebook can pass what it computed as it is.
+    with `.item()`), so that a notebook can pass what it computed as it is. Prints nothing when
+    they agree, so that an answer-key cell shows no answer.
     """
+    if isinstance(quiz, str):
+        quiz = load_quiz(quiz)
     if not isinstance(quiz, Quiz):
-        raise TypeError(f"quiz must be a Quiz, got {type(quiz).__name__}")
+        raise TypeError(f"quiz must be a Quiz or a quiz id, got {type(quiz).__name__}")
     value = computed_value.item() if hasattr(computed_value, "item") else computed_value
     if quiz.kind == "choice":
         agree = value == quiz.answer

@@ -9,12 +9,13 @@ with the reference and stops at the first disagreement. A case may instead expec
 either "All N cases pass" or that first failing input in plain words: the logits (rounded), the
 parameter, what was expected, what came back, what differs, and a hint.
 
-`check_temperature`, `check_top_k` and `check_top_p` check the three transforms of
+`check_my_temperature`, `check_my_top_k` and `check_my_top_p` check the three transforms of
 `lessonlib.sampling`; their cases include single rows (V,) and batches (B, V), ties, -inf
-entries and, for top-p, probabilities that hit p exactly. `check_greedy_decoder` checks a
-learner's whole greedy generation loop against `lessonlib.generation.generate` at temperature 0.
-The buggy "natural first attempts" these checkers exist to catch live in the notebooks (learner
-code) and in the tests, not here. This module has no widgets and draws nothing.
+entries and, for top-p, probabilities that hit p exactly. `check_my_greedy` checks a learner's
+whole greedy generation loop against `lessonlib.generation.generate` at temperature 0. A
+function that still raises NotImplementedError (the notebook's stub) gets one friendly line,
+`NOT_WRITTEN`, instead of a report. The buggy "natural first attempts" these checkers exist to
+catch live in the notebooks (learner code) and in the tests, not here. No widgets, no drawing.
 """
 
 from __future__ import annotations
@@ -32,14 +33,15 @@ from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [
     "GREEDY_PROMPTS",
+    "NOT_WRITTEN",
     "Case",
     "CheckResult",
     "Failure",
     "check_against_reference",
-    "check_greedy_decoder",
-    "check_temperature",
-    "check_top_k",
-    "check_top_p",
+    "check_my_greedy",
+    "check_my_temperature",
+    "check_my_top_k",
+    "check_my_top_p",
     "compare_kept_prefix",
     "compare_logits",
     "temperature_cases",
@@ -84,6 +86,7 @@ class CheckResult:
     cases_run: int  # cases run before stopping (all of them when passed)
     first_failure: str | None  # None when passed
     name: str = "your function"
+    not_written: bool = False  # the function still raises NotImplementedError (a stub)
 
     def __str__(self) -> str:
         if self.passed:
@@ -92,6 +95,16 @@ class CheckResult:
 
     # A notebook shows the result as a cell's last expression: print the words, not the fields.
     __repr__ = __str__
+
+
+# What a stub gets: the learner has not written the body yet, so there is nothing to report.
+NOT_WRITTEN = "not written yet: fill in the body of {name} above, then run this cell again."
+
+
+def _not_written(fn: Callable, name: str) -> CheckResult:
+    """The result for a function that raised NotImplementedError: one friendly line."""
+    text = NOT_WRITTEN.format(name=getattr(fn, "__name__", "your function"))
+    return CheckResult(passed=False, cases_run=0, first_failure=text, name=name, not_written=True)
 
 
 Compare = Callable[[Tensor, Tensor, Tensor], "str | None"]
@@ -213,9 +226,25 @@ def _rows_ok(fn: Callable, reference_fn: Callable, case: Case, compare: Compare)
 
 _BATCH_HINT = (
     "Your function is right for each row on its own but not for the rows as a batch: every "
-    "row must use its own values. Work along the last dimension (dim=-1), keep that dimension "
-    "where a per-row value must broadcast (keepdim=True, or [..., -1:] instead of [..., -1]), "
-    "and mask with a boolean tensor of the full shape rather than a flat list of indices."
+    "row must use its own values. Work along the last dimension (dim=-1) and keep that "
+    "dimension wherever a per-row value must broadcast against the row (keepdim=True)."
+)
+_TOP_K_BATCH_HINT = (
+    "Your function is right for each row on its own but not for the rows as a batch: each row "
+    "has its own k-th largest value. Keep its last dimension, kth = torch.topk(logits, k, "
+    "dim=-1).values[..., -1:] (not [..., -1]), so that logits < kth compares each row with its "
+    "own k-th value instead of broadcasting (B,) against the tokens."
+)
+_TOP_P_BATCH_HINT = (
+    "Your function is right for each row on its own but not for the rows as a batch: sort, "
+    "cumsum and scatter along dim=-1, and mask with a boolean tensor of the full (B, V) shape. "
+    "Indexing with sorted_idx[mask] gives a flat list of token ids that forgets which row each "
+    "came from."
+)
+_FILL_HINT = (
+    "fill the removed tokens with float('-inf'), not a large negative number such as -1e9: "
+    "such a token keeps a (tiny) probability, a later stage can bring it back (a higher "
+    "temperature, a penalty, a sum of logits), and other code tells removed tokens by isinf."
 )
 _IN_PLACE_HINT = (
     "return a new tensor instead (e.g. logits.masked_fill(...) or logits / t, not "
@@ -281,6 +310,7 @@ def check_against_reference(
     param_name: str = "param",
     hint: Hint | None = None,
     describe: Callable[[Case], list[str]] | None = None,
+    batch_hint: str = _BATCH_HINT,
 ) -> CheckResult:
     """Run `learner_fn(logits, param)` on each case against `reference_fn`; stop at the first miss.
 
@@ -289,7 +319,8 @@ def check_against_reference(
     input (e.g. its probabilities). The learner's function gets a copy of the logits, and
     changing that copy in place counts as a failure (transforms must be pure), as does
     returning it or a view of it. A case with `raises` set passes only if the function raises
-    that exception, as the reference must.
+    that exception, as the reference must. `batch_hint` is the advice when each row of a batch
+    passes on its own; a function that raises NotImplementedError is a stub, not yet written.
     """
     if not callable(learner_fn):
         raise TypeError(f"learner_fn must be a function, got {type(learner_fn).__name__}")
@@ -302,6 +333,8 @@ def check_against_reference(
         expected = None if case.raises is not None else reference_fn(case.logits, case.param)
         given = case.logits.clone()
         got, error = _run(learner_fn, given, case.param)
+        if isinstance(error, NotImplementedError):
+            return _not_written(learner_fn, name)
         if expected is None:
             problem, advice = _raise_problem(case.raises, got, error), None
         else:
@@ -317,8 +350,10 @@ def check_against_reference(
         )
         # A problem that names its own fix (in place, shared memory) keeps it; otherwise ask
         # whether the rows pass one by one, then the checker's hint.
+        if advice is None and _filled_with_a_finite_value(failure):
+            advice = _FILL_HINT
         if advice is None:
-            advice = _BATCH_HINT if failure.rows_ok else (hint(failure) if hint else None)
+            advice = batch_hint if failure.rows_ok else (hint(failure) if hint else None)
         lines = [
             f"{name}: case {number} of {total} fails" + (f" ({case.note})." if case.note else ".")
         ]
@@ -339,6 +374,19 @@ def check_against_reference(
             passed=False, cases_run=number, first_failure="\n".join(lines), name=name
         )
     return CheckResult(passed=True, cases_run=total, first_failure=None, name=name)
+
+
+def _filled_with_a_finite_value(failure: Failure) -> bool:
+    """True if the result has huge finite negatives exactly where the reference has -inf."""
+    got, expected = failure.got, failure.expected
+    if not isinstance(got, Tensor) or expected is None or got.shape != expected.shape:
+        return False
+    if not got.is_floating_point():
+        return False
+    removed = torch.isneginf(expected)
+    g = got.detach().to(torch.float64)
+    huge = torch.isfinite(g) & (g <= -1e4)
+    return bool(removed.any()) and torch.equal(huge | torch.isneginf(g), removed)
 
 
 # ----- cases -------------------------------------------------------------------------------------
@@ -542,7 +590,7 @@ def _top_k_hint(failure: Failure) -> str | None:
     if failure.error is not None:
         text = str(failure.error)
         if "size of tensor" in text or "must match" in text:
-            return _BATCH_HINT
+            return _TOP_K_BATCH_HINT
         return "find each row's k-th largest value with torch.topk(logits, k, dim=-1)."
     got, case = failure.got, failure.case
     if not isinstance(got, Tensor) or got.shape != case.logits.shape:
@@ -579,6 +627,14 @@ def _mass_before(logits: Tensor) -> tuple[Tensor, Tensor]:
     return order, probs.cumsum(-1) - probs
 
 
+def _kept_counts_from_exp(logits: Tensor, p: float) -> list[int]:
+    """Per row, the tokens top-p keeps if the probabilities are exp(logits), not normalised."""
+    rows = _as_rows(logits)
+    sorted_logits = torch.sort(rows, dim=-1, descending=True).values
+    weights = sorted_logits.exp()
+    return ((weights.cumsum(-1) - weights) < p).sum(-1).tolist()
+
+
 def _top_p_hint(failure: Failure) -> str | None:
     """Name the usual slips in top-p filtering: sorted-order mask, lost top token, boundary."""
     if failure.error is not None:
@@ -606,6 +662,11 @@ def _top_p_hint(failure: Failure) -> str | None:
     sorted_order_kept = [
         got_kept[r].nonzero().flatten().tolist() == list(range(n)) for r, n in enumerate(exp_counts)
     ]
+    if _kept_counts_from_exp(case.logits, float(case.param)) == got_counts != exp_counts:
+        return (
+            "your probabilities do not sum to 1: exp(logits) is only proportional to the "
+            "probabilities. Use torch.softmax(sorted_logits, dim=-1), which divides by the sum."
+        )
     order, before = _mass_before(case.logits)
     in_vocab_order = [order[r, :n].sort().values.tolist() for r, n in enumerate(exp_counts)]
     if all(sorted_order_kept) and any(
@@ -643,7 +704,7 @@ def _describe_probs(case: Case) -> list[str]:
 # ----- the checkers ------------------------------------------------------------------------------
 
 
-def check_temperature(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+def check_my_temperature(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
     """Check `fn(logits, temperature)` against `lessonlib.sampling.apply_temperature`."""
     return check_against_reference(
         fn,
@@ -655,7 +716,7 @@ def check_temperature(fn: Callable, *, seed: int = 0, n_random: int = 30) -> Che
     )
 
 
-def check_top_k(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+def check_my_top_k(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
     """Check `fn(logits, k)` against `lessonlib.sampling.filter_top_k` (ties at the k-th kept)."""
     return check_against_reference(
         fn,
@@ -664,10 +725,11 @@ def check_top_k(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResu
         name="top-k",
         param_name="k",
         hint=_top_k_hint,
+        batch_hint=_TOP_K_BATCH_HINT,
     )
 
 
-def check_top_p(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+def check_my_top_p(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
     """Check `fn(logits, p)` against `lessonlib.sampling.filter_top_p` (keep j iff mass before < p).
 
     Equal logits at the cut may be kept in any order (`compare_kept_prefix`), so an unstable
@@ -682,6 +744,7 @@ def check_top_p(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResu
         param_name="p",
         hint=_top_p_hint,
         describe=_describe_probs,
+        batch_hint=_TOP_P_BATCH_HINT,
     )
 
 
@@ -726,7 +789,7 @@ _GREEDY_STEPS = (
 )
 
 
-def check_greedy_decoder(
+def check_my_greedy(
     fn: Callable,
     *,
     model: LanguageModel,
@@ -753,6 +816,8 @@ def check_greedy_decoder(
             # `generate` uses: tiny per-step matrices run faster on one thread.
             with torch.inference_mode(), torch_threads(GENERATION_THREADS):
                 got = fn(model, prompt, tokenizer=tokenizer, max_new_tokens=max_new_tokens)
+        except NotImplementedError:
+            return _not_written(fn, name)
         except Exception as error:  # noqa: BLE001 (the learner's bug is the report)
             got, problem = None, f"your function raised {type(error).__name__}: {error}"
             advice = _GREEDY_STEPS

@@ -1,0 +1,1 @@
+"""Teaching tools: quizzes and their bank, exercise checkers, study times, the environment check."""
