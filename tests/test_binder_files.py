@@ -14,6 +14,8 @@ import itertools
 import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -37,7 +39,8 @@ OVERRIDING_PATHS = {
 }
 BINDER_URL = re.compile(r"https://mybinder\.org/v2/[^\s)\]>\"'`]+")
 MARKDOWN_LINK = re.compile(r"\]\((https://mybinder\.org/v2/[^\s)]+)\)")
-BADGE = "https://mybinder.org/badge_logo.svg"
+# An owner or repository name that stands for "yours": a link to it opens nothing.
+PLACEHOLDER = re.compile(r"/v2/gh/(OWNER|USER|YOU|your-?name)/", re.IGNORECASE)
 
 
 def torch_pin(requirements_text: str) -> str | None:
@@ -202,18 +205,18 @@ def apt_problems(text: str | None) -> list[str]:
 
 
 def readme_binder_problems(readme: str, notebooks: set[str]) -> list[str]:
-    """The README's Binder badge and links: present, and opening the start notebook."""
+    """The README's Binder section: `make binder-url`, and no link that cannot work.
+
+    The course has no public address of its own, so the README gives no badge; it says how
+    a published copy gets its link. A Binder URL it shows (as an example) must still open a
+    notebook that exists, and a clickable link must not point at a placeholder repository.
+    """
     problems = []
-    links = MARKDOWN_LINK.findall(readme)
-    if not links:
-        problems.append("README.md: no Markdown link to https://mybinder.org/v2/...")
-    elif not any(_opens(link) == START_NOTEBOOK for link in links):
-        problems.append(
-            f"README.md: no Binder link opens {START_NOTEBOOK} (add "
-            f"?labpath={START_NOTEBOOK} or ?urlpath=lab/tree/{START_NOTEBOOK})"
-        )
-    if "[![" not in readme or BADGE not in readme:
-        problems.append(f"README.md: no Binder badge ([![Binder]({BADGE})](link))")
+    if "make binder-url" not in readme:
+        problems.append("README.md: does not say how to get a launch link (`make binder-url`)")
+    for link in MARKDOWN_LINK.findall(readme):
+        if PLACEHOLDER.search(link):
+            problems.append(f"README.md: the link {link} points at a placeholder repository")
     for url in BINDER_URL.findall(readme):
         opened = _opens(url)
         if opened is not None and opened not in notebooks:
@@ -269,9 +272,55 @@ def test_nothing_overrides_the_root_configuration():
     assert apt_problems(read_optional("apt.txt")) == []
 
 
-def test_readme_has_a_binder_badge_that_opens_the_start_notebook():
+def test_readme_says_how_to_launch_a_published_copy():
     assert START_NOTEBOOK in repository_notebooks()
     assert readme_binder_problems(read("README.md"), repository_notebooks()) == []
+
+
+# ----- make binder-url ----------------------------------------------------------------------
+
+
+def binder_url(tmp_path: Path, remote: str | None) -> subprocess.CompletedProcess:
+    """`make -s binder-url` in a new git repository with `remote` as origin (None: no remote)."""
+    shutil.copy(REPO_ROOT / "Makefile", tmp_path / "Makefile")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    if remote is not None:
+        subprocess.run(["git", "remote", "add", "origin", remote], cwd=tmp_path, check=True)
+    return subprocess.run(
+        ["make", "-s", "binder-url"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+
+
+@pytest.mark.parametrize(
+    "remote",
+    [
+        "https://github.com/alice/decoding.git",
+        "https://github.com/alice/decoding",
+        "git@github.com:alice/decoding.git",
+        "ssh://git@github.com/alice/decoding.git",
+    ],
+)
+def test_make_binder_url_builds_the_link_from_a_github_remote(tmp_path: Path, remote: str):
+    result = binder_url(tmp_path, remote)
+    assert result.returncode == 0, result.stdout + result.stderr
+    url = result.stdout.strip()
+    assert url == "https://mybinder.org/v2/gh/alice/decoding/HEAD?labpath=" + START_NOTEBOOK
+    assert _opens(url) in repository_notebooks()
+
+
+@pytest.mark.parametrize(
+    ("remote", "words"),
+    [
+        (None, "no git remote 'origin'"),
+        ("https://gitlab.com/alice/decoding.git", "not a GitHub repository"),
+        ("https://github.com/alice/decoding/tree/main", "not a GitHub repository"),
+    ],
+)
+def test_make_binder_url_explains_what_it_cannot_use(tmp_path: Path, remote, words: str):
+    result = binder_url(tmp_path, remote)
+    assert result.returncode != 0
+    assert words in result.stdout + result.stderr
+    assert "mybinder.org/v2" not in result.stdout
 
 
 def read(name: str) -> str:
@@ -290,8 +339,8 @@ dependencies:
 GOOD_REQUIREMENTS = "torch==2.13.0\nnumpy==2.4.6\n"
 GOOD_POSTBUILD = "#!/bin/bash\nset -euo pipefail\npython -m pip install --no-deps -e .\n"
 GOOD_README = (
-    "[![Binder](https://mybinder.org/badge_logo.svg)]"
-    "(https://mybinder.org/v2/gh/someone/decoding/HEAD?labpath=notebooks/00_start_here.ipynb)\n"
+    "In your published copy, `make binder-url` prints its link, for example "
+    "[this one](https://mybinder.org/v2/gh/someone/decoding/HEAD?labpath=notebooks/00_start_here.ipynb).\n"
 )
 NOTEBOOKS = {START_NOTEBOOK, "notebooks/01_greedy_loops.ipynb"}
 
@@ -415,11 +464,9 @@ def test_runtime_and_apt_checks_report_contradictions():
 
 
 README_EDITS = {
-    "no link at all": (GOOD_README, "Open it on mybinder.org.\n", "no Markdown link"),
-    "other notebook": ("00_start_here", "01_greedy_loops", "no Binder link opens"),
-    "no notebook": ("?labpath=notebooks/00_start_here.ipynb", "", "no Binder link opens"),
-    "missing notebook": ("00_start_here", "00_start", "no Binder link opens"),
-    "no badge": ("[![Binder](https://mybinder.org/badge_logo.svg)]", "[Binder]", "no Binder badge"),
+    "no instructions": ("`make binder-url`", "the badge", "does not say how"),
+    "placeholder": ("someone/decoding", "OWNER/REPO", "placeholder repository"),
+    "missing notebook": ("00_start_here", "00_start", "which does not exist"),
     "not gh/owner/repo/ref": ("someone/decoding/HEAD", "decoding", "is not .../v2/gh/OWNER/REPO"),
 }
 

@@ -241,3 +241,50 @@ def test_link_rule_catches_a_missing_link() -> None:
 def test_notebook_speaks_to_a_learner_who_has_only_this_course(path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert not re.search(r"(source|original|seed) lesson", text, re.IGNORECASE)
+
+
+# ----- links that work ---------------------------------------------------------------------------
+
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def broken_links(text: str, base: Path) -> list[str]:
+    """Relative Markdown links in `text` whose file does not exist (relative to `base`)."""
+    broken = []
+    prose = re.sub(r"```.*?```|`[^`\n]*`", "", text, flags=re.DOTALL)  # code is not a link
+    for target in LINK.findall(prose):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # a web address or an anchor on the same page
+        path = target.split("#", 1)[0]
+        if path and not (base / path).exists():
+            broken.append(target)
+    return broken
+
+
+def test_every_relative_link_in_the_course_opens_a_file() -> None:
+    found = {}
+    for path in sorted(NOTEBOOK_DIR.glob("*.ipynb")):
+        text = "\n".join(source(c) for c in read(path)["cells"] if c["cell_type"] == "markdown")
+        found[path.name] = broken_links(text, NOTEBOOK_DIR)
+    for path in sorted(NOTEBOOK_DIR.glob("*.md")):
+        found[path.name] = broken_links(path.read_text(encoding="utf-8"), NOTEBOOK_DIR)
+    found["README.md"] = broken_links(
+        (REPO_ROOT / "README.md").read_text(encoding="utf-8"), REPO_ROOT
+    )
+    assert {name: links for name, links in found.items() if links} == {}
+
+
+def test_link_check_catches_a_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "a.ipynb").write_text("{}")
+    text = "[a](a.ipynb) [b](b.ipynb#part) [web](https://example.org) [here](#top) `[x](LINK)`"
+    assert broken_links(text, tmp_path) == ["b.ipynb#part"]
+
+
+def test_the_cheat_sheet_covers_every_knob_and_library() -> None:
+    sheet = (NOTEBOOK_DIR / "cheatsheet.md").read_text(encoding="utf-8")
+    for word in ("Temperature", "Top-k", "Top-p", "Beam search", "Seed", "min-p"):
+        assert word in sheet, word
+    for library in ("Hugging Face", "vLLM", "llama.cpp"):
+        assert sheet.count(library) >= 2, library
+    lessons = {p.name for p in NOTEBOOKS}
+    assert {t for t in LINK.findall(sheet) if t.endswith(".ipynb")} <= lessons

@@ -1,11 +1,13 @@
 """What the browser test does with each notebook's widgets, keyed by notebook.
 
 Each interaction drives one lessonlib view end to end (browser -> kernel -> browser) the way a
-learner would, and returns a line saying what changed. `INTERACTIONS` lists them per notebook
-stem; a notebook that constructs a view (see `view_classes`) must list at least one
-interaction for it, which `test_every_view_in_a_notebook_has_an_interaction` enforces. To
-cover a new notebook, add its stem with instances of the classes below (or a new class with a
-`view` attribute and `__call__(lab) -> str`).
+learner would, and returns a line saying what changed. `WIDGET_INTERACTIONS` lists the widget
+interactions per notebook stem; every quiz a notebook shows (`show_quiz("id")`) is answered
+wrong, wrong again and right by `quiz_interactions`, from the quiz bank. A notebook that
+constructs a view (see `view_classes`) must have at least one interaction for it, which
+`test_every_view_in_a_notebook_has_an_interaction` enforces. To cover a new widget, add its
+notebook's stem with instances of the classes below (or a new class with a `view` attribute and
+`__call__(lab) -> str`).
 
 Views are found by what the learner sees: a slider's description, a button's label, a quiz's
 question text, and the readout label's leading words.
@@ -15,12 +17,13 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from playwright.sync_api import Locator, expect
 
+from lessonlib.teaching.quiz import Quiz, answer_text, load_quiz
 from tests.browser.jupyterlab import NotebookPage
 
 UPDATE_TIMEOUT_MS = 15_000  # browser -> kernel -> browser on a busy 2-core machine
@@ -262,44 +265,89 @@ def _number(text: str, pattern: str) -> int:
     return int(match[1])
 
 
+def _question_words(question: str) -> str:
+    """A stretch of the question as the browser renders it: plain words, outside any LaTeX."""
+    plain = [part for i, part in enumerate(question.split("$")) if i % 2 == 0]
+    longest = max(plain, key=len).strip()
+    return longest[:40].strip()
+
+
+def _wrong_answers(quiz: Quiz) -> list[str]:
+    """Up to two answers that are wrong but readable, so that each counts as a try."""
+    if quiz.kind == "choice":
+        return [chr(ord("a") + i) for i, c in enumerate(quiz.choices) if c != quiz.answer][:2]
+    step = 1 if quiz.kind == "integer" else max(0.1, 10 * quiz.tolerance)
+    return [answer_text(replace(quiz, answer=quiz.answer + k * step)) for k in (1, 2)]
+
+
+def _right_answer(quiz: Quiz) -> str:
+    if quiz.kind == "choice":
+        return chr(ord("a") + quiz.choices.index(quiz.answer))
+    return answer_text(quiz)
+
+
 @dataclass(frozen=True)
 class QuizFeedback:
-    """Answer a quiz right (with the Check button) and wrong (with Enter); see each verdict."""
+    """Answer a quiz wrong (a hint), wrong again (the answer may be shown), then right.
 
-    question: str  # words of the question, as rendered (outside any LaTeX)
-    right: str
-    wrong: str
+    The first wrong answer goes through Enter, the others through the Check button; the hint
+    must never contain the key. After two wrong answers "Show answer" must appear and reveal
+    the key; a quiz with only one wrong choice goes straight to the right answer.
+    """
+
+    quiz_id: str
     view: str = "QuizView"
 
     def __call__(self, lab: NotebookPage) -> str:
-        text = lab.page.locator(".widget-htmlmath").filter(has_text=self.question)
-        output = _output_with(lab, text, f"a quiz asking {self.question!r}")
+        quiz = load_quiz(self.quiz_id)
+        words = _question_words(quiz.question)
+        text = lab.page.locator(".widget-htmlmath").filter(has_text=words)
+        output = _output_with(lab, text, f"a quiz asking {words!r}")
         box = output.locator(".widget-text input")
         feedback = output.locator(".widget-htmlmath").nth(1)
-        box.fill(self.right)
-        output.locator("button.widget-button").get_by_text("Check", exact=True).click()
-        expect(feedback).to_contain_text("Correct.", timeout=UPDATE_TIMEOUT_MS)
-        box.fill(self.wrong)
+        check = output.locator("button.widget-button").get_by_text("Check", exact=True)
+        reveal = output.locator("button.widget-button").get_by_text("Show answer", exact=True)
+        wrong = _wrong_answers(quiz)
+        expect(reveal).to_be_hidden()
+        box.fill(wrong[0])
         box.press("Enter")
         expect(feedback).to_contain_text("Not quite", timeout=UPDATE_TIMEOUT_MS)
-        return f"quiz {self.question!r}: {self.right!r} -> Correct, {self.wrong!r} -> Not quite"
+        expect(feedback).to_contain_text("Hint:")
+        seen = [f"{wrong[0]!r} -> Not quite + hint"]
+        if len(wrong) > 1:
+            expect(reveal).to_be_hidden()
+            box.fill(wrong[1])
+            check.click()
+            expect(reveal).to_be_visible(timeout=UPDATE_TIMEOUT_MS)
+            reveal.click()
+            expect(feedback).to_contain_text(
+                f"The answer is {answer_text(quiz)}", timeout=UPDATE_TIMEOUT_MS
+            )
+            seen.append(f"{wrong[1]!r} -> Show answer")
+        box.fill(_right_answer(quiz))
+        check.click()
+        expect(feedback).to_contain_text("Correct.", timeout=UPDATE_TIMEOUT_MS)
+        seen.append(f"{_right_answer(quiz)!r} -> Correct")
+        return f"quiz {self.quiz_id}: " + ", ".join(seen)
+
+
+def quiz_interactions(notebook: dict[str, Any]) -> tuple[QuizFeedback, ...]:
+    """One QuizFeedback per quiz the notebook shows with show_quiz("id"), in order."""
+    source = "\n".join(
+        "".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code"
+    )
+    ids = re.findall(r"""\bshow_quiz\(\s*["']([a-z0-9-]+)["']""", source)
+    return tuple(QuizFeedback(quiz_id) for quiz_id in dict.fromkeys(ids))
 
 
 TEMPERATURE = SliderMovesReadout(
     view="TemperatureExplorer", slider="temperature", readout="P(argmax) = ", presses=30
 )
 
-INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
-    "01_greedy_loops": (QuizFeedback("top-k sampling with k", right="1", wrong="2"),),
-    "02_temperature": (
-        TEMPERATURE,
-        QuizFeedback("the probability of the first token", right="0.67", wrong="0.5"),
-        QuizFeedback("Same logits", right="0.87", wrong="0.67"),
-    ),
-    "03_top_k": (
-        TEMPERATURE,
-        QuizFeedback("how many tokens does top-k keep", right="4", wrong="3"),
-    ),
+# The widgets of each notebook (quizzes are added from the notebook itself: quiz_interactions).
+WIDGET_INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
+    "02_temperature": (TEMPERATURE,),
+    "03_top_k": (TEMPERATURE,),
     "04_nucleus": (
         DragLineMovesReadout(
             view="NucleusExplorer", slider="p", readout="nucleus size", mirror="p = "
@@ -308,23 +356,14 @@ INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
         SliderMovesReadout(
             view="NucleusExplorer", slider="p", readout="nucleus size", key="End", presses=1
         ),
-        QuizFeedback("what is the nucleus size", right="4", wrong="3"),
     ),
     "05_pipeline_order": (
         SliderMovesReadout(view="PipelineViewer", slider="top-k", readout="\u03c4 = ", presses=2),
-        QuizFeedback("How many tokens does top-p keep", right="1", wrong="2"),
-        QuizFeedback("Does it change the kept", right="no", wrong="yes"),
     ),
-    "06_beam_search": (
-        QuizFeedback("beam search is the same as which", right="b", wrong="a"),
-        QuizFeedback("What is the probability of the name", right="0.36", wrong="0.24"),
-    ),
-    "07_kv_cache": (
-        StepperRowsGrow(view="KVCacheStepper", button="next \u25b6"),
-        QuizFeedback("What is the exponent", right="2", wrong="3"),
-    ),
-    "08_degeneration_lab": (
-        QuizFeedback("against the single reference", right="0.71", wrong="0.5"),
-        QuizFeedback("ends in a loop most often", right="greedy", wrong="c"),
-    ),
+    "07_kv_cache": (StepperRowsGrow(view="KVCacheStepper", button="next \u25b6"),),
 }
+
+
+def interactions_for(stem: str, notebook: dict[str, Any]) -> tuple[Interaction, ...]:
+    """Everything the browser test drives in one notebook: its widgets, then its quizzes."""
+    return WIDGET_INTERACTIONS.get(stem, ()) + quiz_interactions(notebook)

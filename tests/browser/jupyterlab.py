@@ -299,8 +299,18 @@ SNAPSHOT_JS = """
       }
       if (output.data && output.data['application/vnd.jupyter.widget-view+json']) widgetViews++;
     }
+    const stdout = [];
+    for (let j = 0; j < cell.outputs.length; j++) {
+      const output = cell.outputs.get(j).toJSON();
+      if (output.output_type === 'stream' && output.name === 'stdout') {
+        stdout.push([].concat(output.text).join('').slice(0, 300));
+      }
+    }
+    const view = panel.content.widgets[i];
     cells.push({
       index: i,
+      stdout: stdout.join(''),
+      inputHidden: view ? view.inputHidden : null,
       count: cell.executionCount,
       running: cell.executionState === 'running',
       empty: cell.sharedModel.getSource().trim() === '',
@@ -377,8 +387,11 @@ DOM_JS = """
   const sliderHandles = panel.node.querySelectorAll(
     '.jp-OutputArea-output .widget-slider .noUi-handle').length;
   const buttons = panel.node.querySelectorAll('.jp-OutputArea-output .widget-button').length;
+  // Folded hints (<details> in Markdown): rendered as such, and closed until clicked.
+  const details = panel.node.querySelectorAll('.jp-MarkdownOutput details').length;
+  const openDetails = panel.node.querySelectorAll('.jp-MarkdownOutput details[open]').length;
   return {tracebacks, widgetErrors, renderedViews, canvases, images, sliders, sliderHandles,
-          buttons};
+          buttons, details, openDetails};
 }
 """
 

@@ -18,7 +18,13 @@ from typing import Any
 import pytest
 
 from tests.browser.conftest import REPO_ROOT, REPORT
-from tests.browser.interactions import INTERACTIONS, view_classes, views_constructed
+from tests.browser.interactions import (
+    WIDGET_INTERACTIONS,
+    interactions_for,
+    quiz_interactions,
+    view_classes,
+    views_constructed,
+)
 from tests.browser.jupyterlab import LabServer, NotebookPage
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))
@@ -68,10 +74,15 @@ def test_notebook_runs_in_jupyterlab(
         REPORT["notes"].extend(f"{notebook.stem} stderr, {line}" for line in lab.stderr())
         dom = lab.wait_for_rendering()
         assert dom["sliderHandles"] == dom["sliders"], f"{notebook.name}: a slider has no handle"
+        learner_view = learner_view_problems(read_notebook(notebook), lab.snapshot(), dom)
+        assert not learner_view, format_problems(
+            f"{notebook.name} as a learner sees it", learner_view
+        )
         phase("render")
         lab.screenshots(screenshot_dir, notebook.stem)
         phase("screenshots")
-        for number, interaction in enumerate(INTERACTIONS.get(notebook.stem, ()), start=1):
+        interactions = interactions_for(notebook.stem, read_notebook(notebook))
+        for number, interaction in enumerate(interactions, start=1):
             REPORT["interactions"].append(f"{notebook.stem}: {interaction(lab)}")
             lab.wait_until_idle()
             time.sleep(0.3)  # the last redraw reaches the canvas
@@ -98,6 +109,31 @@ def test_notebook_runs_in_jupyterlab(
         )
     assert lab.kernel_id not in lab_server.kernel_ids(), "the notebook's kernel is still running"
     assert digest(notebook) == before, f"{notebook.name} changed on disk during the test"
+
+
+def learner_view_problems(
+    notebook: dict[str, Any], snapshot: dict[str, Any], dom: dict[str, Any]
+) -> list[str]:
+    """After Run All: exercise stubs say "not written yet", answer keys and hints stay folded."""
+    problems = []
+    saved = notebook["cells"]
+    for cell in snapshot["cells"]:
+        index = cell["index"]
+        if "exercise" in cell["tags"] and "not written yet" not in cell["stdout"]:
+            problems.append(
+                f"cell {index + 1}: the exercise stub's checker did not say 'not written yet'"
+            )
+        folded = saved[index].get("metadata", {}).get("jupyter", {}).get("source_hidden", False)
+        if folded and not cell["inputHidden"]:
+            problems.append(f"cell {index + 1}: its source should be folded, and it shows")
+    details = sum(
+        "".join(c["source"]).count("<details>") for c in saved if c["cell_type"] == "markdown"
+    )
+    if dom["details"] != details:
+        problems.append(f"{details} folded hints in the Markdown, {dom['details']} rendered")
+    if dom["openDetails"]:
+        problems.append(f"{dom['openDetails']} folded hints are open before a click")
+    return problems
 
 
 # Cells added to a notebook in the browser (never saved) to show that the checks fail: an
@@ -176,26 +212,70 @@ def test_checks_report_errors_and_broken_widgets(lab_server: LabServer, browser:
 def test_every_view_in_a_notebook_has_an_interaction() -> None:
     missing = {}
     for path in NOTEBOOKS:
-        registered = {interaction.view for interaction in INTERACTIONS.get(path.stem, ())}
+        registered = {i.view for i in interactions_for(path.stem, read_notebook(path))}
         unregistered = views_constructed(read_notebook(path), VIEW_CLASSES) - registered
         if unregistered:
             missing[path.stem] = sorted(unregistered)
     assert not missing, (
         f"notebooks show views the browser test never drives: {missing}; add interactions "
-        "for them to INTERACTIONS in tests/browser/interactions.py"
+        "for them to WIDGET_INTERACTIONS in tests/browser/interactions.py"
     )
 
 
 def test_interactions_name_existing_notebooks_and_views() -> None:
     stems = {path.stem for path in NOTEBOOKS}
-    assert set(INTERACTIONS) <= stems, f"no such notebooks: {set(INTERACTIONS) - stems}"
-    for stem, interactions in INTERACTIONS.items():
+    assert set(WIDGET_INTERACTIONS) <= stems, (
+        f"no such notebooks: {set(WIDGET_INTERACTIONS) - stems}"
+    )
+    for stem, interactions in WIDGET_INTERACTIONS.items():
         source = json.dumps(read_notebook(REPO_ROOT / "notebooks" / f"{stem}.ipynb"))
         for interaction in interactions:
             assert interaction.view in VIEW_CLASSES, f"{stem}: unknown view {interaction.view}"
             assert interaction.view in source, f"{stem} never shows a {interaction.view}"
-            question = getattr(interaction, "question", None)
-            assert question is None or question in source, f"{stem} has no quiz {question!r}"
+
+
+def test_every_shown_quiz_is_answered_in_the_browser() -> None:
+    notebook = {
+        "cells": [
+            {"cell_type": "code", "source": ['show_quiz("nucleus-size")']},
+            {"cell_type": "markdown", "source": ['show_quiz("p1-at-tau-1") in prose']},
+            {"cell_type": "code", "source": ["show_quiz('nucleus-size')  # again"]},
+        ]
+    }
+    assert [q.quiz_id for q in quiz_interactions(notebook)] == ["nucleus-size"]
+
+
+def test_learner_view_problems_catch_an_unfolded_key_and_a_silent_stub() -> None:
+    notebook = {
+        "cells": [
+            {
+                "cell_type": "code",
+                "source": ["def my_f(): ..."],
+                "metadata": {"tags": ["exercise"]},
+            },
+            {
+                "cell_type": "code",
+                "source": ["check_answer_key(...)"],
+                "metadata": {"jupyter": {"source_hidden": True}},
+            },
+            {"cell_type": "markdown", "source": ["<details><summary>Hint</summary>x</details>"]},
+        ]
+    }
+    snapshot = {
+        "cells": [
+            {"index": 0, "tags": ["exercise"], "stdout": "Traceback", "inputHidden": False},
+            {"index": 1, "tags": [], "stdout": "", "inputHidden": False},
+        ]
+    }
+    dom = {"details": 1, "openDetails": 1}
+    assert learner_view_problems(notebook, snapshot, dom) == [
+        "cell 1: the exercise stub's checker did not say 'not written yet'",
+        "cell 2: its source should be folded, and it shows",
+        "1 folded hints are open before a click",
+    ]
+    snapshot["cells"][0]["stdout"] = "not written yet: fill in ..."
+    snapshot["cells"][1]["inputHidden"] = True
+    assert learner_view_problems(notebook, snapshot, {"details": 1, "openDetails": 0}) == []
 
 
 def test_view_classes_and_their_detection() -> None:
