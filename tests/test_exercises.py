@@ -58,7 +58,7 @@ class Exercise:
 EXERCISES = {
     "my_greedy": Exercise("01_greedy_loops", run_greedy_checker, ("stop when the model picks",)),
     "my_temperature": Exercise("02_temperature", check_my_temperature),
-    "my_top_k": Exercise("03_top_k", check_my_top_k),
+    "my_top_k": Exercise("03_top_k", check_my_top_k, ("each row has its own k-th largest value",)),
     "my_top_p": Exercise("04_nucleus", check_my_top_p),
 }
 

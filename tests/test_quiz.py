@@ -340,6 +340,9 @@ def test_view_offers_the_answer_after_two_wrong_tries() -> None:
     assert view.reveal_button.layout.display is None
     view.reveal_button.click()
     assert "The answer is 0.67." in view.feedback.value
+    view.submit("0.67")
+    assert "Correct." in view.feedback.value
+    assert view.reveal_button.layout.display == "none"
 
 
 def test_view_placeholder_fits_the_kind() -> None:

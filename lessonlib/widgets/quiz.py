@@ -96,8 +96,8 @@ class QuizView:
         """Grade what is in the answer box and show the verdict; returns the Grade."""
         result = self.attempts.submit(self.answer_box.value)
         self.feedback.value = _feedback_html(result)
-        if self.attempts.can_reveal:
-            self.reveal_button.layout.display = None  # shown
+        # Shown once the learner may ask for the answer; hidden again once they found it.
+        self.reveal_button.layout.display = None if self.attempts.can_reveal else "none"
         return result
 
     def submit(self, text: str) -> Grade:
