@@ -27,6 +27,14 @@ class Cycle:
         """Characters from the start of the cycle to the end of the text."""
         return self.end - self.start
 
+    def has_unit(self, unit: str) -> bool:
+        """True if the tail repeats `unit`, read from any of its characters (a rotation of it)."""
+        if not isinstance(unit, str):
+            raise TypeError(f"unit must be a str, got {type(unit).__name__}")
+        # The earliest start may fall anywhere inside the sentence that repeats: the same cycle
+        # then reads as a rotation of it, which occurs in the unit written twice.
+        return len(unit) == self.period and unit in self.unit * 2
+
 
 def find_cycle(text: str, *, min_repeats: int = 3) -> Cycle | None:
     """The repeating tail of `text` that starts earliest (shortest period on ties), or None.

@@ -5,7 +5,8 @@ character at a time. `model_char_log_probs` asks a language model for each chara
 probability given everything before it (one forward pass, no sampling); `truth_char_log_probs`
 asks the TinyTales grammar for the exact same quantity. With `end=True` the end marker after
 the text is scored too, so that the sum is the log-probability of the text as a *complete*
-story; without it, the text is scored as a prefix that may go on.
+story; without it, the text is scored as a prefix that may go on. `truth_char_ranks` says where
+each character stands in the grammar's ranking: 0 wherever it is the grammar's greedy choice.
 
 This module does not generate text (see `lessonlib.generation`) and does not train.
 """
@@ -21,7 +22,7 @@ from lessonlib import tinytales
 from lessonlib.generation import GENERATION_THREADS, LanguageModel, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
-__all__ = ["model_char_log_probs", "text_log_prob", "truth_char_log_probs"]
+__all__ = ["model_char_log_probs", "text_log_prob", "truth_char_log_probs", "truth_char_ranks"]
 
 
 def _check_text(text: object) -> str:
@@ -93,3 +94,23 @@ def truth_char_log_probs(text: str, *, end: bool = False) -> Tensor:
             break  # this character leaves the grammar; it and all after it score -inf
         scores[position] = math.log(probability)
     return torch.tensor(scores, dtype=torch.float64)
+
+
+def truth_char_ranks(text: str) -> Tensor:
+    """int64 (len(text),): how many characters TinyTales finds strictly more likely than each one.
+
+    Rank 0 means the character is (one of) the grammar's most likely next characters: a text
+    whose ranks are all 0 is what greedy decoding of the grammar writes (up to ties). A
+    character the grammar cannot produce there ranks -1, and so does everything after it.
+    """
+    _check_text(text)
+    if tinytales.END in text:
+        raise ValueError(f"text must not contain END {tinytales.END!r}; rank one story prefix")
+    possible = tinytales.longest_possible_prefix(text)
+    distributions = tinytales.next_char_distributions(text[:possible])
+    ranks = [-1] * len(text)
+    for position in range(possible):
+        distribution = distributions[position]
+        probability = distribution[text[position]]
+        ranks[position] = sum(other > probability for other in distribution.values())
+    return torch.tensor(ranks, dtype=torch.int64)

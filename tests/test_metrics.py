@@ -58,3 +58,15 @@ def test_distinct_n_pools_over_texts():
     assert distinct_n(["a"], n=2) == 0.0
     with pytest.raises(ValueError, match="n must be an int >= 1"):
         distinct_n(["a"], n=-1)
+
+
+def test_has_unit_accepts_every_rotation_of_the_repeating_unit_and_nothing_else():
+    cycle = find_cycle("Once upon a time." + " Mia ran." * 4)
+    assert cycle is not None and cycle.period == len(" Mia ran.")
+    assert cycle.has_unit(" Mia ran.")
+    assert cycle.has_unit(". Mia ran")  # the same cycle read from its full stop
+    assert not cycle.has_unit(" Max ran.")  # same length, another sentence
+    assert not cycle.has_unit(" Mia ran. Mia ran.")  # two units are not the unit
+    assert not cycle.has_unit("Mia")  # a piece of the unit is not the unit
+    with pytest.raises(TypeError, match="unit must be a str"):
+        cycle.has_unit(None)

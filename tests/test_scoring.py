@@ -10,7 +10,12 @@ import torch
 from lessonlib import tinytales
 from lessonlib.generation import prompt_logits
 from lessonlib.model import GPT
-from lessonlib.scoring import model_char_log_probs, text_log_prob, truth_char_log_probs
+from lessonlib.scoring import (
+    model_char_log_probs,
+    text_log_prob,
+    truth_char_log_probs,
+    truth_char_ranks,
+)
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.train import story_loss
 from tests.stub_models import lively_gpt
@@ -102,3 +107,36 @@ def test_truth_scores_minus_inf_from_the_first_impossible_character() -> None:
 def test_truth_rejects_end_inside_the_text() -> None:
     with pytest.raises(ValueError, match="must not contain END"):
         truth_char_log_probs("Once\nupon")
+
+
+def test_ranks_are_zero_along_the_grammars_greedy_text() -> None:
+    greedy = tinytales.greedy_story(300)
+    ranks = truth_char_ranks(greedy)
+    assert ranks.shape == (300,) and ranks.dtype == torch.int64
+    assert int(ranks.abs().sum()) == 0
+
+
+def test_rank_counts_the_characters_the_grammar_finds_more_likely() -> None:
+    story = tinytales.generate_stories(1, seed=7)[0]
+    ranks = truth_char_ranks(story)
+    distributions = tinytales.next_char_distributions(story)
+    for position in range(len(story)):
+        distribution = distributions[position]
+        chosen = distribution[story[position]]
+        assert int(ranks[position]) == sum(p > chosen for p in distribution.values())
+    # The hero's trait: "shy" is not the most likely trait, "little" is.
+    prefix = "Once upon a time, there was a "
+    assert int(truth_char_ranks(prefix + "s")[-1]) > 0
+    assert int(truth_char_ranks(prefix + "l")[-1]) == 0
+
+
+def test_ranks_are_minus_one_from_the_first_impossible_character() -> None:
+    text = "Once upon a tXme"
+    ranks = truth_char_ranks(text)
+    bad = text.index("X")
+    assert bool((ranks[:bad] >= 0).all()) and bool((ranks[bad:] == -1).all())
+    assert truth_char_ranks("").shape == (0,)
+    with pytest.raises(ValueError, match="must not contain END"):
+        truth_char_ranks("Once\nupon")
+    with pytest.raises(TypeError, match="text must be a str"):
+        truth_char_ranks(7)  # type: ignore[arg-type]
