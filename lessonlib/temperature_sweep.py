@@ -4,19 +4,24 @@
 model) to large tau (uniform): the top token's probability and the entropy at each temperature.
 `sampler_sweep` draws a batch of continuations for each sampler setting (temperature, top-k,
 top-p) and scores them with the TinyTales grammar and the repetition measures of
-`lessonlib.metrics`, so that both failure modes show as numbers: too cold repeats itself, too
-hot breaks the grammar. `temperature_sweep` is the sweep over temperatures alone.
+`lessonlib.metrics`, so that both ends show as numbers: cold text is valid but repetitive, hot
+text is diverse but breaks the grammar. `temperature_sweep` is the sweep over temperatures alone.
+Each share and mean comes with its standard error over the stories (`valid_se`, `broken_se`,
+`repetition_se`, `distinct_4_se`), so a notebook can tell a difference from noise
+(`gap_in_se`), and `format_trade_off` prints them.
 
 Pure functions of their inputs (randomness only from the given seed); no plotting here.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from lessonlib import tinytales
 from lessonlib.distributions import entropy
@@ -29,6 +34,8 @@ __all__ = [
     "Regime",
     "SampleScores",
     "format_scores",
+    "format_trade_off",
+    "gap_in_se",
     "sampler_sweep",
     "score_samples",
     "setting_label",
@@ -93,11 +100,57 @@ class SampleScores:
     texts: tuple[str, ...] = field(default=(), repr=False)  # the continuations themselves
     label: str = ""  # the sampler setting in words, e.g. "top-p 0.9"; "" means "tau = ..."
     distinct_4: float = 0.0  # distinct word 4-grams / all word 4-grams, pooled
+    # Share whose text breaks the grammar somewhere (finished or not). Every story is valid,
+    # broken, or unfinished without an error so far: valid + broken + cut_off = 1.
+    broken: float = 0.0
+    repetition_se: float = 0.0  # standard error of `repetition` (mean over stories)
+    distinct_4_se: float = 0.0  # standard error of `distinct_4` (jackknife over continuations)
 
     @property
     def valid_se(self) -> float:
         """Standard error of the valid share (binomial, from `samples` stories)."""
         return (self.valid * (1 - self.valid) / self.samples) ** 0.5
+
+    @property
+    def broken_se(self) -> float:
+        """Standard error of the broken share (binomial, from `samples` stories)."""
+        return (self.broken * (1 - self.broken) / self.samples) ** 0.5
+
+    @property
+    def cut_off(self) -> float:
+        """Share that ran out of budget before ending, with no grammar error so far."""
+        return max(0.0, 1.0 - self.valid - self.broken)
+
+    @property
+    def cut_off_se(self) -> float:
+        """Standard error of the cut-off share (binomial, from `samples` stories)."""
+        return (self.cut_off * (1 - self.cut_off) / self.samples) ** 0.5
+
+
+def _se_of_mean(values: Sequence[float]) -> float:
+    """Standard error of the mean of `values` (sample standard deviation / sqrt(n); 0 if n < 2)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _distinct_4_se(texts: Sequence[str]) -> float:
+    """Jackknife standard error of pooled distinct-4: recompute it leaving out one text at a time."""
+    n = len(texts)
+    if n < 2:
+        return 0.0
+    leave_one_out = [distinct_n([t for j, t in enumerate(texts) if j != i], n=4) for i in range(n)]
+    mean = sum(leave_one_out) / n
+    return math.sqrt((n - 1) / n * sum((v - mean) ** 2 for v in leave_one_out))
+
+
+def _breaks_grammar(story: str, finished: bool) -> bool:
+    """True if `story` has an error: a complete story it is not, or (unfinished) no prefix of one."""
+    if finished:
+        return not tinytales.is_valid_story(story)
+    return tinytales.longest_possible_prefix(story) < len(story)
 
 
 def score_samples(
@@ -117,6 +170,8 @@ def score_samples(
     stories = [prompt + text for text in texts]
     # An unfinished continuation is not a story yet, so it cannot be a valid one.
     valid = [done and tinytales.is_valid_story(story) for story, done in zip(stories, finished)]
+    broken = [_breaks_grammar(story, bool(done)) for story, done in zip(stories, finished)]
+    repetition = [repetition_rate(story, n=4) for story in stories]
     n = len(texts)
     return SampleScores(
         temperature=float(temperature),
@@ -124,12 +179,15 @@ def score_samples(
         valid=sum(valid) / n,
         finished=sum(map(bool, finished)) / n,
         looping=sum(find_cycle(text) is not None for text in texts) / n,
-        repetition=sum(repetition_rate(story, n=4) for story in stories) / n,
+        repetition=sum(repetition) / n,
         distinct_2=distinct_n(list(texts), n=2),
         mean_length=sum(len(text) for text in texts) / n,
         texts=tuple(texts),
         label=label,
         distinct_4=distinct_n(list(texts), n=4),
+        broken=sum(broken) / n,
+        repetition_se=_se_of_mean(repetition),
+        distinct_4_se=_distinct_4_se(list(texts)),
     )
 
 
@@ -143,6 +201,27 @@ def setting_label(setting: Mapping[str, float | int | None]) -> str:
     return ", ".join(parts) or "tau 1"
 
 
+def _check_count(value: object, name: str, *, allow_none: bool = False) -> int | None:
+    """`value` as an int >= 1 (or None if allowed), else TypeError/ValueError naming `name`."""
+    if value is None and allow_none:
+        return None
+    accepted = f"{name} must be an int >= 1" + (" or None" if allow_none else "")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{accepted}, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{accepted}, got {value}")
+    return value
+
+
+def _batch_seeds(seed: int, count: int) -> list[int]:
+    """Seeds of `count` batches: `seed` itself, then seeds drawn from a generator seeded `seed`.
+
+    Drawn rather than `seed + b`, so that the batches of two nearby seeds never coincide.
+    """
+    more = torch.randint(0, 2**62, (count - 1,), generator=torch.Generator().manual_seed(seed))
+    return [seed, *more.tolist()]
+
+
 def sampler_sweep(
     model: LanguageModel,
     tokenizer: CharTokenizer,
@@ -152,6 +231,8 @@ def sampler_sweep(
     samples: int,
     max_new_tokens: int,
     seed: int,
+    batch_size: int | None = None,
+    progress: bool = False,
 ) -> list[SampleScores]:
     """Draw `samples` continuations of `prompt` for each sampler setting and score them.
 
@@ -160,29 +241,47 @@ def sampler_sweep(
     numbers, so the differences between rows come from the setting rather than from luck, and
     the result is reproducible. A greedy setting (temperature 0) is generated once and that
     continuation stands for the whole batch.
+
+    `batch_size` None draws each setting's samples in one batch. An int draws them in batches
+    of at most that many: batch 0 with a generator seeded `seed` (so it is what `batch_size=None`
+    draws for `samples=batch_size`), each later batch with its own seed drawn from `seed`, the
+    same for every setting. Small batches decode on one thread (see
+    `lessonlib.generation.decoding_threads`), which keeps a busy machine fast.
+    `progress` shows a tqdm bar counting the stories drawn.
     """
-    if isinstance(samples, bool) or not isinstance(samples, int):
-        raise TypeError(f"samples must be an int, got {samples!r}")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+    samples = _check_count(samples, "samples")
+    batch_size = _check_count(batch_size, "batch_size", allow_none=True) or samples
+    settings = list(settings)
+    labels = [setting_label(setting) for setting in settings]  # rejects unknown keys up front
+    bar = tqdm(
+        total=samples * len(settings), unit="story", disable=not progress, desc="stories drawn"
+    )
     rows = []
-    for setting in settings:
-        label = setting_label(setting)
+    for setting, label in zip(settings, labels):
+        bar.set_postfix_str(label)
         temperature = setting.get("temperature", 1.0)
         temperature = 1.0 if temperature is None else temperature
         greedy = temperature == 0
-        result = generate(
-            model,
-            [prompt] * (1 if greedy else samples),
-            tokenizer=tokenizer,
-            max_new_tokens=max_new_tokens,
-            generator=torch.Generator().manual_seed(seed),
-            **{**setting, "temperature": temperature},
-        )
-        texts, finished = list(result.texts), list(result.finished)
+        texts: list[str] = []
+        finished: list[bool] = []
+        starts = range(0, 1 if greedy else samples, batch_size)
+        for start, batch_seed in zip(starts, _batch_seeds(seed, len(starts))):
+            size = 1 if greedy else min(batch_size, samples - start)
+            result = generate(
+                model,
+                [prompt] * size,
+                tokenizer=tokenizer,
+                max_new_tokens=max_new_tokens,
+                generator=torch.Generator().manual_seed(batch_seed),
+                **{**setting, "temperature": temperature},
+            )
+            texts += result.texts
+            finished += result.finished
+            bar.update(samples if greedy else size)
         if greedy:
             texts, finished = texts * samples, finished * samples
         rows.append(score_samples(prompt, texts, finished, temperature=temperature, label=label))
+    bar.close()
     return rows
 
 
@@ -195,6 +294,8 @@ def temperature_sweep(
     samples_per_temperature: int,
     max_new_tokens: int,
     seed: int,
+    batch_size: int | None = None,
+    progress: bool = False,
 ) -> list[SampleScores]:
     """`sampler_sweep` over temperatures alone (rows labelled by tau in `format_scores`)."""
     if isinstance(samples_per_temperature, bool) or not isinstance(samples_per_temperature, int):
@@ -209,6 +310,8 @@ def temperature_sweep(
         samples=samples_per_temperature,
         max_new_tokens=max_new_tokens,
         seed=seed,
+        batch_size=batch_size,
+        progress=progress,
     )
     return [replace(row, label="") for row in rows]
 
@@ -229,3 +332,53 @@ def format_scores(rows: Sequence[SampleScores]) -> str:
             f"{row.repetition:16.3f} {row.distinct_2:10.3f} {row.mean_length:6.0f}"
         )
     return "\n".join(lines)
+
+
+def format_trade_off(rows: Sequence[SampleScores]) -> str:
+    """A text table of `rows` with standard errors: valid, broken, cut off, diversity, length."""
+    width = max([5] + [len(row.label) for row in rows])
+    head = "tau" if not any(row.label for row in rows) else "setting"
+    header = (
+        f"{head:>{width}} {'n':>4} {'valid (se)':>11} {'broken (se)':>11} {'cut off':>7} "
+        f"{'repeated 4-grams (se)':>21} {'distinct-4 (se)':>15} {'length':>6}"
+    )
+    lines = [header]
+    for row in rows:
+        name = row.label or f"{row.temperature:.2f}"
+        lines.append(
+            f"{name:>{width}} {row.samples:4d} {row.valid:5.2f} ({row.valid_se:.2f}) "
+            f"{row.broken:5.2f} ({row.broken_se:.2f}) {row.cut_off:7.2f} "
+            f"{row.repetition:13.3f} ({row.repetition_se:.3f}) "
+            f"{row.distinct_4:7.3f} ({row.distinct_4_se:.3f}) {row.mean_length:6.0f}"
+        )
+    return "\n".join(lines)
+
+
+# Measures with a standard error: attribute of the value, attribute of its standard error.
+_WITH_SE = {
+    "valid": ("valid", "valid_se"),
+    "broken": ("broken", "broken_se"),
+    "cut_off": ("cut_off", "cut_off_se"),
+    "repetition": ("repetition", "repetition_se"),
+    "distinct_4": ("distinct_4", "distinct_4_se"),
+}
+
+
+def gap_in_se(first: SampleScores, second: SampleScores, measure: str) -> float:
+    """`first` minus `second` on `measure`, in standard errors of that difference.
+
+    The rows are treated as independent: se = sqrt(se_1^2 + se_2^2). Rows drawn with shared
+    seeds are alike more often than not, which only makes this rule cautious. A difference with
+    a standard error of 0 is +-inf (0 if there is no difference either).
+    """
+    if measure not in _WITH_SE:
+        raise ValueError(f"measure must be one of {sorted(_WITH_SE)}, got {measure!r}")
+    for name, row in (("first", first), ("second", second)):
+        if not isinstance(row, SampleScores):
+            raise TypeError(f"{name} must be a SampleScores, got {type(row).__name__}")
+    value, error = _WITH_SE[measure]
+    difference = getattr(first, value) - getattr(second, value)
+    se = math.hypot(getattr(first, error), getattr(second, error))
+    if se == 0:
+        return 0.0 if difference == 0 else math.copysign(math.inf, difference)
+    return difference / se

@@ -161,6 +161,18 @@ def test_set_probability_under_top_k_rescales_only_kept_tokens() -> None:
     assert ratio == pytest.approx(float(state.probs[0] / state.probs[4]))
 
 
+def test_a_bar_top_k_removed_enters_only_near_the_smallest_kept_bar() -> None:
+    # What lesson 02 tells the learner: a removed bar stays at 0 until it is dragged about as
+    # high as the smallest bar top-k keeps; then it enters and that bar drops out.
+    state = small_state().set_top_k(3)  # keeps a, b, e; "e" is the smallest kept bar
+    smallest = float(state.probs[4])
+    low = state.set_probability("c", smallest / 2)
+    assert float(low.probs[2]) == 0.0 and low.kept.tolist() == state.kept.tolist()
+    high = state.set_probability("c", smallest)
+    assert float(high.probs[2]) > 0 and float(high.probs[4]) == 0.0
+    assert [high.labels[i] for i in high.kept.nonzero().flatten().tolist()] == ["a", "b", "c"]
+
+
 def test_set_probability_at_temperature_zero_stays_one_hot() -> None:
     greedy = small_state().set_temperature(0)
     assert greedy.set_probability("b", 0.2).probs.tolist() == [1.0, 0.0, 0.0, 0.0, 0.0]

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 
 import pytest
 import torch
 
 from lessonlib import tinytales
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY, load_bigram
+from lessonlib.metrics import distinct_n, repetition_rate
 from lessonlib.temperature_sweep import (
     SampleScores,
     format_scores,
+    format_trade_off,
+    gap_in_se,
+    sampler_sweep,
     score_samples,
     temperature_regimes,
     temperature_sweep,
@@ -218,3 +224,138 @@ def test_sampler_sweep_scores_any_setting_on_shared_random_numbers(bigram) -> No
     assert "setting" in format_scores(rows).splitlines()[0]
     with pytest.raises(ValueError, match="unknown keys"):
         setting_label({"top_q": 0.5})
+
+
+# ----- standard errors, the broken share, batches and the trade-off table ---------------------
+
+
+def test_every_story_is_valid_broken_or_cut_off() -> None:
+    story = tinytales.generate_stories(1, seed=5)[0]
+    prompt, continuation = story[:60], story[60:]
+    typo = continuation.replace("e", "q", 1)
+    texts = [continuation, typo, continuation[:20], typo[:40], continuation]
+    finished = [True, True, False, False, False]
+    scores = score_samples(prompt, texts, finished, temperature=1.0)
+    # valid: the first; broken: the typo (finished or not); cut off: the clean unfinished ones.
+    assert scores.valid == pytest.approx(1 / 5)
+    assert scores.broken == pytest.approx(2 / 5)
+    assert scores.cut_off == pytest.approx(2 / 5)
+    # Ending early, where the grammar cannot end, is an error too.
+    early = score_samples(prompt, [continuation[:20]], [True], temperature=1.0)
+    assert (early.valid, early.broken, early.cut_off) == (0.0, 1.0, 0.0)
+
+
+def test_standard_errors_match_their_formulas() -> None:
+    stories = tinytales.generate_stories(6, seed=8)
+    loop = " Mia played with the ball." * 8
+    texts = [*stories, loop, loop[:60]]
+    finished = [True] * 6 + [False, False]
+    scores = score_samples("", texts, finished, temperature=0.5)
+    n = len(texts)
+    assert scores.valid == pytest.approx(6 / 8)
+    assert scores.valid_se == pytest.approx(math.sqrt(0.75 * 0.25 / n))
+    per_story = [repetition_rate(text) for text in texts]
+    mean = sum(per_story) / n
+    spread = math.sqrt(sum((v - mean) ** 2 for v in per_story) / (n - 1))
+    assert scores.repetition_se == pytest.approx(spread / math.sqrt(n))
+    # Jackknife by hand: distinct-4 leaving out each text once.
+    leave_one_out = [distinct_n(texts[:i] + texts[i + 1 :], n=4) for i in range(n)]
+    centre = sum(leave_one_out) / n
+    jackknife = math.sqrt((n - 1) / n * sum((v - centre) ** 2 for v in leave_one_out))
+    assert scores.distinct_4_se == pytest.approx(jackknife) and scores.distinct_4_se > 0
+    # One story: no spread to measure.
+    single = score_samples("", stories[:1], [True], temperature=1.0)
+    assert (single.repetition_se, single.distinct_4_se, single.valid_se) == (0.0, 0.0, 0.0)
+
+
+def test_batches_are_seeded_apart_and_shared_by_settings(bigram) -> None:
+    model, tokenizer = bigram
+    common = {"prompt": "", "max_new_tokens": 10}
+
+    def texts(samples: int, seed: int, batch_size: int | None) -> tuple[str, ...]:
+        rows = sampler_sweep(
+            model, tokenizer, settings=[{"temperature": 1.5}], samples=samples, seed=seed,
+            batch_size=batch_size, **common,
+        )  # fmt: skip
+        return rows[0].texts
+
+    batched = texts(12, 7, 4)
+    assert len(batched) == 12 and texts(12, 7, 4) == batched
+    # Batch 0 is seeded with the seed itself: the unbatched draw of its size.
+    assert batched[:4] == texts(4, 7, None)
+    # Later batches have seeds of their own: not a copy of batch 0, nor batch 0 of seed 8.
+    assert batched[4:8] != batched[:4] and batched[4:8] != texts(4, 8, None)
+    assert set(texts(12, 8, 4)[:4]) != set(batched[4:8])
+    # Every setting of one call starts again from the same batch seeds.
+    twice = sampler_sweep(
+        model, tokenizer, settings=[{"temperature": 1.5}, {"top_k": None, "temperature": 1.5}],
+        samples=12, seed=7, batch_size=4, **common,
+    )  # fmt: skip
+    assert twice[0].texts == twice[1].texts == batched
+    greedy = sampler_sweep(
+        model, tokenizer, settings=[{"temperature": 0}], samples=5, batch_size=2, seed=0, **common
+    )[0]
+    assert greedy.samples == 5 and len(set(greedy.texts)) == 1
+
+
+def test_progress_bar_changes_nothing_but_the_display(bigram, capsys) -> None:
+    model, tokenizer = bigram
+    kwargs = {"prompt": "", "temperatures": [0.5, 1.0], "samples_per_temperature": 6}
+    kwargs |= {"max_new_tokens": 8, "seed": 1, "batch_size": 4}
+    quiet = temperature_sweep(model, tokenizer, **kwargs)
+    shown = temperature_sweep(model, tokenizer, progress=True, **kwargs)
+    assert [row.texts for row in quiet] == [row.texts for row in shown]
+    assert "stories drawn" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "words"),
+    [
+        ({"batch_size": 0}, ValueError, "batch_size must be an int >= 1 or None, got 0"),
+        ({"batch_size": 2.5}, TypeError, "batch_size must be an int >= 1 or None, got 2.5"),
+        ({"samples": True}, TypeError, "samples must be an int >= 1, got True"),
+        ({"samples": 0}, ValueError, "samples must be an int >= 1, got 0"),
+    ],
+)
+def test_sampler_sweep_names_a_bad_count(bigram, kwargs, error, words) -> None:
+    model, tokenizer = bigram
+    arguments = {"prompt": "", "settings": [{}], "samples": 2, "max_new_tokens": 3, "seed": 0}
+    with pytest.raises(error, match=re.escape(words)):
+        sampler_sweep(model, tokenizer, **(arguments | kwargs))
+
+
+def test_format_trade_off_shows_each_share_with_its_error() -> None:
+    story = tinytales.generate_stories(1, seed=2)[0]
+    rows = [
+        score_samples("", [story, story[:30]], [True, False], temperature=0.3),
+        score_samples("", [story, "Once upon a tqme"], [True, True], temperature=2.0),
+    ]
+    lines = format_trade_off(rows).splitlines()
+    assert len(lines) == 3
+    assert lines[0].split()[:4] == ["tau", "n", "valid", "(se)"]
+    cold = lines[1].split()
+    assert cold[:6] == ["0.30", "2", "0.50", "(0.35)", "0.00", "(0.00)"]
+    assert cold[6] == "0.50"  # cut off: the clean unfinished half
+    hot = lines[2].split()
+    assert hot[4:7] == ["0.50", "(0.35)", "0.00"]
+    labelled = format_trade_off([replace(rows[0], label="top-k 3")]).splitlines()
+    assert labelled[0].split()[0] == "setting" and labelled[1].split()[0:2] == ["top-k", "3"]
+
+
+def test_gap_in_se_divides_the_difference_by_its_standard_error() -> None:
+    story = tinytales.generate_stories(1, seed=2)[0]
+    good = score_samples("", [story] * 3 + ["Once upon a tqme"], [True] * 4, temperature=0.5)
+    bad = score_samples("", [story] + ["Once upon a tqme"] * 3, [True] * 4, temperature=1.5)
+    # valid 0.75 and 0.25, each with se sqrt(0.75 * 0.25 / 4).
+    se = math.sqrt(0.75 * 0.25 / 4)
+    assert gap_in_se(good, bad, "valid") == pytest.approx(0.5 / math.hypot(se, se))
+    assert gap_in_se(bad, good, "broken") == pytest.approx(0.5 / math.hypot(se, se))
+    assert gap_in_se(good, good, "repetition") == 0.0
+    perfect = score_samples("", [story] * 2, [True] * 2, temperature=0.3)
+    hopeless = score_samples("", ["Once upon a tqme"] * 2, [True] * 2, temperature=2.0)
+    assert gap_in_se(perfect, hopeless, "valid") == math.inf
+    assert gap_in_se(hopeless, perfect, "cut_off") == 0.0
+    with pytest.raises(ValueError, match="measure must be one of"):
+        gap_in_se(good, bad, "distinct_2")
+    with pytest.raises(TypeError, match="second must be a SampleScores"):
+        gap_in_se(good, 0.5, "valid")

@@ -38,10 +38,12 @@ DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the next c
 TEMPERATURE_MIN, TEMPERATURE_MAX = 0.05, 5.0  # the slider's range; 0 is the greedy toggle
 DEFAULT_DRAWS = 100  # draws per press of the sample button
 
-BAR_COLOR = "#7aa6c2"
-ARGMAX_COLOR = "#1f4e79"
-TRUTH_COLOR = "#333333"
-SAMPLE_COLOR = "#e6553a"  # coral ticks, as in the source lesson
+# Colour names as the lessons' prose says them: light blue bars, a dark blue argmax, dashed dark
+# grey truth outlines, coral ticks for the draws.
+BAR_COLOR = "#7aa6c2"  # light blue
+ARGMAX_COLOR = "#1f4e79"  # dark blue
+TRUTH_COLOR = "#333333"  # dark grey, dashed
+SAMPLE_COLOR = "#e6553a"  # coral
 
 
 def _tick_label(label: str) -> str:
@@ -249,7 +251,7 @@ class TemperatureExplorer:
                     linestyle="none",
                     markersize=12,
                     markeredgewidth=2.5,
-                    label="empirical",
+                    label="empirical frequency",
                 ),
             ],
             loc="upper left",
