@@ -4,8 +4,11 @@ draw from outside the top k is the one that broke a TinyTales story.
 Pure functions on the raw logits that `generate(..., record_logits=True)` keeps, shape
 (steps, V), read at temperature 1, and on the ids that were drawn. Rank 1 is the most likely
 token; tied logits share the best rank, so "rank <= k" is exactly what
-`lessonlib.sampling.filter_top_k` keeps. This module is not a sampler and runs no model; it
-only reads what generation recorded and asks the grammar (`lessonlib.tinytales`) for the truth.
+`lessonlib.sampling.filter_top_k` keeps. The grammar (`lessonlib.tinytales`) gives the truth.
+
+One function runs the model: `paired_top_k` draws two batches with the same random numbers,
+one without a filter and one with top-k, so that a difference between twin stories can only
+come from the draws that top-k removes. This module is not a sampler: it calls `generate`.
 """
 
 from __future__ import annotations
@@ -16,22 +19,33 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from lessonlib import tinytales
 from lessonlib.distributions import tail_mass
-from lessonlib.generation import Generation
+from lessonlib.generation import Generation, LanguageModel, generate, torch_threads
+from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [
+    "BreakCounts",
+    "PairedDifference",
+    "PairedRuns",
     "StoryBreak",
     "TailSummary",
+    "count_breaks",
     "find_tail_break",
     "first_impossible_index",
+    "first_tail_draws",
     "mark_token",
+    "pair_divergence",
+    "paired_difference",
+    "paired_top_k",
     "story_breaks",
     "summarize_tail",
     "tail_mass_by_step",
     "token_probs",
     "token_ranks",
+    "valid_stories",
 ]
 
 
@@ -231,3 +245,195 @@ def mark_token(text: str, index: int, *, width: int = 30) -> str:
     head = "..." if index > width else ""
     tail = "..." if index + 1 + width < len(text) else ""
     return f"{head}{before}[{text[index]}]{after}{tail}"
+
+
+def _check_k(k: object) -> int:
+    """`k` as an int >= 1, or ValueError naming it."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    return int(k)
+
+
+def _check_generation(generation: object) -> Generation:
+    """`generation` with recorded logits, or TypeError/ValueError naming it."""
+    if not isinstance(generation, Generation):
+        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
+    if generation.logits is None:
+        raise ValueError("generation has no logits; generate it with record_logits=True")
+    return generation
+
+
+def valid_stories(generation: Generation) -> list[bool]:
+    """Per row, whether prompt + text is a complete TinyTales story that ended within budget."""
+    if not isinstance(generation, Generation):
+        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
+    return [
+        ended and tinytales.is_valid_story(prompt + text)
+        for prompt, text, ended in zip(generation.prompts, generation.texts, generation.finished)
+    ]
+
+
+@dataclass(frozen=True)
+class BreakCounts:
+    """Stories of a batch sorted by how they fared: the five counts add up to `samples`."""
+
+    k: int  # the rank that separates "inside the top k" from the tail
+    samples: int  # stories in the batch
+    valid: int  # complete stories of the grammar
+    unfinished: int  # no impossible character, but no end within the token budget either
+    rank_1: int  # left the grammar at the model's own favourite
+    inside: int  # left it at a token of rank 2 to k
+    outside: int  # left it at a token of rank > k: a draw that top-k removes
+
+
+def count_breaks(generation: Generation, *, k: int) -> BreakCounts:
+    """Count the stories of `generation` by where they left the grammar: rank 1, 2..k or > k."""
+    k = _check_k(k)
+    breaks = story_breaks(_check_generation(generation))
+    ranks = [b.rank for b in breaks if b is not None]
+    return BreakCounts(
+        k=k,
+        samples=len(breaks),
+        valid=sum(valid_stories(generation)),
+        unfinished=sum(b is None and not ended for b, ended in zip(breaks, generation.finished)),
+        rank_1=sum(rank == 1 for rank in ranks),
+        inside=sum(1 < rank <= k for rank in ranks),
+        outside=sum(rank > k for rank in ranks),
+    )
+
+
+def first_tail_draws(generation: Generation, *, k: int) -> list[int | None]:
+    """Per row, the first step whose drawn token ranked outside the top k, or None."""
+    k = _check_k(k)
+    generation = _check_generation(generation)
+    steps = []
+    for row, ids in enumerate(generation.token_ids):
+        outside = (token_ranks(generation.logits[row, : len(ids)], ids) > k).nonzero()
+        steps.append(int(outside[0, 0]) if len(outside) else None)
+    return steps
+
+
+@dataclass(frozen=True)
+class PairedRuns:
+    """Twin batches drawn with the same random numbers: without a filter, and with top-k."""
+
+    k: int
+    unfiltered: Generation  # top-k off; logits recorded
+    filtered: Generation  # top_k=k; the raw (unfiltered) logits recorded, to rank its draws
+
+
+def _cut_at_boundary(generation: Generation, boundary_id: int) -> Generation:
+    """A generation run with stop_at_boundary=False, cut after each row's first boundary token."""
+    texts, token_ids, finished = [], [], []
+    for text, ids in zip(generation.texts, generation.token_ids):
+        end = ids.index(boundary_id) if boundary_id in ids else None
+        token_ids.append(ids if end is None else ids[: end + 1])
+        texts.append(text if end is None else text[:end])
+        finished.append(end is not None)
+    return Generation(list(generation.prompts), texts, token_ids, finished, generation.logits)
+
+
+def _stack(parts: list[Generation]) -> Generation:
+    """The rows of several generations of the same length, as one generation."""
+    return Generation(
+        prompts=[p for part in parts for p in part.prompts],
+        texts=[t for part in parts for t in part.texts],
+        token_ids=[ids for part in parts for ids in part.token_ids],
+        finished=[f for part in parts for f in part.finished],
+        logits=torch.cat([part.logits for part in parts]),
+    )
+
+
+def paired_top_k(
+    model: LanguageModel,
+    tokenizer: CharTokenizer,
+    *,
+    k: int,
+    samples: int,
+    max_new_tokens: int,
+    seed: int,
+    chunk_size: int = 32,
+    progress: bool = False,
+) -> PairedRuns:
+    """`samples` stories from scratch at temperature 1, twice: without a filter and with top-k.
+
+    Rows are drawn in chunks of `chunk_size`; chunk i of both batches uses a generator seeded
+    with `seed + i`, and every row runs all `max_new_tokens` steps (stop_at_boundary=False)
+    before it is cut after its first boundary token, so that both batches consume the same
+    random numbers at every step. `torch.multinomial` draws one token as the argmax of
+    probs / noise with that shared noise, and renormalising the kept tokens divides them all by
+    one number; so a filtered row draws what its twin draws whenever that token survives top-k,
+    and twins differ only from the twin's first draw outside the top k (`pair_divergence`
+    checks it: it is a property of PyTorch's sampler, not a promise of its documentation).
+    Generation runs on one torch thread: the text then does not depend on the machine's core
+    count, and the steps of this small model lose far more to a second thread waiting for a
+    busy core than they gain from it.
+    """
+    k = _check_k(k)
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    sizes = [min(chunk_size, samples - start) for start in range(0, samples, chunk_size)]
+    arms: dict[int | None, list[Generation]] = {None: [], k: []}
+    bar = tqdm(total=2 * len(sizes), desc="generating", leave=False, disable=not progress)
+    with torch_threads(1):
+        for index, size in enumerate(sizes):
+            for top_k, parts in arms.items():
+                raw = generate(
+                    model,
+                    [""] * size,
+                    tokenizer=tokenizer,
+                    max_new_tokens=max_new_tokens,
+                    top_k=top_k,
+                    generator=torch.Generator().manual_seed(seed + index),
+                    stop_at_boundary=False,
+                    record_logits=True,
+                )
+                parts.append(_cut_at_boundary(raw, tokenizer.boundary_id))
+                bar.update()
+    bar.close()
+    return PairedRuns(k=k, unfiltered=_stack(arms[None]), filtered=_stack(arms[k]))
+
+
+def pair_divergence(runs: PairedRuns) -> list[int | None]:
+    """Per pair of twins, the first step where they drew different tokens, or None if none."""
+    if not isinstance(runs, PairedRuns):
+        raise TypeError(f"runs must be a PairedRuns, got {type(runs).__name__}")
+    steps = []
+    for a, b in zip(runs.unfiltered.token_ids, runs.filtered.token_ids):
+        differ = [i for i, (x, y) in enumerate(zip(a, b)) if x != y]
+        steps.append(differ[0] if differ else (None if len(a) == len(b) else min(len(a), len(b))))
+    return steps
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """The mean of `second - first` over pairs, and its standard error."""
+
+    samples: int  # pairs
+    first: float  # mean of the first measurement
+    second: float  # mean of the second measurement
+    difference: float  # mean of second - first
+    se: float  # standard error of `difference` (sample standard deviation / sqrt(samples))
+
+
+def paired_difference(
+    first: Sequence[float | bool], second: Sequence[float | bool]
+) -> PairedDifference:
+    """Mean paired difference `second - first` and its standard error, for >= 2 pairs."""
+    if len(first) != len(second) or len(first) < 2:
+        raise ValueError(
+            f"first and second must have the same length >= 2, got {len(first)} and {len(second)}"
+        )
+    a = torch.tensor([float(x) for x in first], dtype=torch.float64)
+    b = torch.tensor([float(x) for x in second], dtype=torch.float64)
+    d = b - a
+    n = len(d)
+    return PairedDifference(
+        samples=n,
+        first=float(a.mean()),
+        second=float(b.mean()),
+        difference=float(d.mean()),
+        se=float(d.std(correction=1) / n**0.5),
+    )

@@ -13,17 +13,26 @@ from lessonlib import tinytales
 from lessonlib.generation import Generation
 from lessonlib.sampling import filter_top_k
 from lessonlib.tail_analysis import (
+    BreakCounts,
+    PairedRuns,
     StoryBreak,
+    count_breaks,
     find_tail_break,
     first_impossible_index,
+    first_tail_draws,
     mark_token,
+    pair_divergence,
+    paired_difference,
+    paired_top_k,
     story_breaks,
     summarize_tail,
     tail_mass_by_step,
     token_probs,
     token_ranks,
+    valid_stories,
 )
 from lessonlib.tokenizer import CharTokenizer
+from tests.stub_models import StubModel
 
 TOKENIZER = CharTokenizer(tinytales.ALPHABET, boundary=tinytales.END)
 STORIES = tinytales.generate_stories(3, seed=7)
@@ -267,3 +276,99 @@ def test_mark_token_brackets_the_character_and_the_end():
     with pytest.raises(ValueError, match=r"index must be an int in 0\.\.3, got 4"):
         mark_token("abc", 4)
     assert math.isclose(len(mark_token("x" * 100, 50)), 3 + 30 + 3 + 30 + 3)
+
+
+def test_count_breaks_sorts_every_story_into_one_group():
+    story = STORIES[0]
+    generation = make_generation(
+        [
+            ("", break_at(story, 30), True, {30: 2}),  # inside the top 3
+            ("", story, True, {10: 20}),  # valid despite a tail draw
+            ("", break_at(story, 40), True, {40: 7}),  # outside the top 3
+            ("", story[:90], False, {}),  # cut off by the budget: unfinished, no break
+            ("", break_at(story, 50), True, {}),  # at the model's favourite
+            ("", story[:90], True, {}),  # ended too early: a break at END, rank 1
+        ]
+    )
+    assert valid_stories(generation) == [False, True, False, False, False, False]
+    assert count_breaks(generation, k=3) == BreakCounts(
+        k=3, samples=6, valid=1, unfinished=1, rank_1=2, inside=1, outside=1
+    )
+    # With k = 1 every break below rank 1 is in the tail.
+    one = count_breaks(generation, k=1)
+    assert (one.rank_1, one.inside, one.outside) == (2, 0, 2)
+    with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
+        count_breaks(generation, k=0)
+
+
+def test_first_tail_draws_finds_the_first_step_ranked_outside_k():
+    story = STORIES[0]
+    generation = make_generation(
+        [("", story, True, {10: 20, 5: 3}), ("", story, True, {}), ("", story, True, {7: 2})]
+    )
+    assert first_tail_draws(generation, k=3) == [10, None, None]
+    assert first_tail_draws(generation, k=2) == [5, None, None]
+    assert first_tail_draws(generation, k=1) == [5, None, 7]
+
+
+def test_paired_difference_on_a_hand_example():
+    result = paired_difference([1, 0, 0, 1], [True, True, False, True])
+    # Differences (0, 1, 0, 0): mean 1/4, sample standard deviation 1/2, so se = 1/2 / 2.
+    assert (result.samples, result.first, result.second) == (4, 0.5, 0.75)
+    assert result.difference == pytest.approx(0.25)
+    assert result.se == pytest.approx(0.25)
+    assert paired_difference([1, 0], [1, 0]).se == 0.0
+    with pytest.raises(ValueError, match="same length >= 2"):
+        paired_difference([1, 0], [1])
+    with pytest.raises(ValueError, match="same length >= 2"):
+        paired_difference([1], [1])
+
+
+def test_pair_divergence_finds_the_first_differing_step():
+    one = make_generation([("", "abc", True, {}), ("", "abc", True, {}), ("", "ab", False, {})])
+    two = make_generation([("", "abc", True, {}), ("", "axc", True, {}), ("", "abd", True, {})])
+    runs = PairedRuns(k=3, unfiltered=one, filtered=two)
+    assert pair_divergence(runs) == [None, 1, 2]
+    with pytest.raises(TypeError, match="runs must be a PairedRuns"):
+        pair_divergence(one)
+
+
+def ending_stub() -> StubModel:
+    """A stub whose rows often end (the boundary ranks high) and sometimes draw from the tail."""
+    model = StubModel()
+    model.table = 2 * model.table
+    model.table[:, TOKENIZER.boundary_id] = model.table.amax(dim=1) - 3
+    return model
+
+
+def test_paired_top_k_twins_differ_only_from_the_first_tail_draw():
+    model = ending_stub()
+    runs = paired_top_k(model, TOKENIZER, k=3, samples=7, max_new_tokens=30, seed=5, chunk_size=3)
+    assert runs.k == 3 and len(runs.unfiltered.texts) == len(runs.filtered.texts) == 7
+    tails = first_tail_draws(runs.unfiltered, k=3)
+    assert pair_divergence(runs) == tails
+    # Some twins must differ and some stay identical, some rows end and some run out of budget,
+    # or the test says nothing about the pairing and the cut.
+    assert any(t is None for t in tails) and any(t is not None for t in tails)
+    assert any(runs.unfiltered.finished) and not all(runs.unfiltered.finished)
+    # The filtered batch never draws from outside the top k of the raw logits.
+    assert first_tail_draws(runs.filtered, k=3) == [None] * 7
+    for generation in (runs.unfiltered, runs.filtered):
+        for text, ids, ended in zip(generation.texts, generation.token_ids, generation.finished):
+            # Each row is cut after its first boundary token, as generate() would stop it.
+            assert ids.count(TOKENIZER.boundary_id) == int(ended)
+            assert ended == (ids[-1] == TOKENIZER.boundary_id)
+            assert TOKENIZER.decode(ids[: len(text)]) == text
+            assert len(ids) == (len(text) + 1 if ended else 30)
+    again = paired_top_k(model, TOKENIZER, k=3, samples=7, max_new_tokens=30, seed=5, chunk_size=3)
+    assert again.filtered.texts == runs.filtered.texts
+
+
+def test_paired_top_k_rejects_bad_sizes():
+    model = StubModel()
+    with pytest.raises(ValueError, match="samples must be an int >= 1, got 0"):
+        paired_top_k(model, TOKENIZER, k=3, samples=0, max_new_tokens=5, seed=0)
+    with pytest.raises(ValueError, match="chunk_size must be an int >= 1, got 0"):
+        paired_top_k(model, TOKENIZER, k=3, samples=2, max_new_tokens=5, seed=0, chunk_size=0)
+    with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
+        paired_top_k(model, TOKENIZER, k=0, samples=2, max_new_tokens=5, seed=0)
