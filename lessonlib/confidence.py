@@ -1,27 +1,47 @@
-"""Where a model is sure and where it hesitates, and what top-k and top-p keep at such a step.
+"""Where a model is sure and where it hesitates, what top-k and top-p keep there, and what they
+do to whole stories.
 
-Pure functions on the raw logits that `generate(..., record_logits=True)` keeps, shape
-(steps, V), read at temperature 1. "Confident" means the top token's probability exceeds a
-threshold; "uncertain" means high entropy. The kept sets come from `lessonlib.sampling`
-(`filter_top_k`, `filter_top_p`), so the counts are exactly what the sampler keeps. This module
-runs no model and draws nothing.
+The step functions are pure functions of the raw logits that `generate(..., record_logits=True)`
+keeps, shape (steps, V), read at temperature 1. "Confident" means the top token's probability
+exceeds a threshold; "uncertain" means high entropy. The kept sets come from `lessonlib.sampling`
+(`filter_top_k`, `filter_top_p`), so the counts are exactly what the sampler keeps.
+
+For whole stories, `setting_sweep` draws and scores stories per sampler setting (scored with
+`lessonlib.temperature_sweep.score_samples`), and `paired_difference` compares two of its rows
+with a standard error. Every setting draws from generators seeded alike, so story i of two
+settings shares its random numbers: the per-story differences are paired, and their spread, not
+the spread of each row, decides whether a difference is noise. This module draws nothing.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
+from lessonlib import tinytales
+from lessonlib.generation import LanguageModel, generate
+from lessonlib.metrics import distinct_n, repetition_rate
 from lessonlib.sampling import filter_top_k, filter_top_p
+from lessonlib.temperature_sweep import SampleScores, score_samples, setting_label
+from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [
+    "MEASURES",
     "Kept",
+    "Paired",
     "confident_step",
+    "format_with_se",
     "kept_by_top_k",
     "kept_by_top_p",
+    "measure_with_se",
+    "paired_difference",
+    "setting_sweep",
     "step_entropies",
     "step_top_probs",
     "uncertain_step",
@@ -128,3 +148,208 @@ def kept_by_top_p(logits: Tensor, p: float) -> Kept:
     """Count and mass of the tokens `filter_top_p` keeps of one step's logits (V,)."""
     _check_one_step(logits)
     return _kept(logits, filter_top_p(logits, p), f"top-p (p={p})")
+
+
+# ----- whole stories ------------------------------------------------------------------------------
+
+
+def _check_count(value: object, name: str) -> int:
+    """`value` as an int >= 1, else TypeError/ValueError naming `name`."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= 1, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+def setting_sweep(
+    model: LanguageModel,
+    tokenizer: CharTokenizer,
+    *,
+    prompt: str,
+    settings: Sequence[Mapping[str, float | int | None]],
+    samples: int,
+    max_new_tokens: int,
+    seed: int,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> list[SampleScores]:
+    """Draw `samples` continuations of `prompt` per sampler setting, scored like `sampler_sweep`.
+
+    A setting holds keyword arguments of `generate` (`temperature`, `top_k`, `top_p`). The
+    stories are drawn in batches of `batch_size`; batch b gets the same seed (drawn from `seed`)
+    in every setting, so story i of two settings shares its random numbers and their difference
+    comes from the setting. Batches smaller than `generation.PARALLEL_BATCH` decode on one
+    thread: fast on a busy machine, and the same text on every machine. `progress` shows a tqdm
+    bar counting the stories.
+    """
+    if isinstance(settings, (str, bytes, Mapping)) or not isinstance(settings, Sequence):
+        raise TypeError(
+            f"settings must be a sequence of dicts such as [{{'top_p': 0.9}}], got {settings!r}"
+        )
+    samples, batch_size = _check_count(samples, "samples"), _check_count(batch_size, "batch_size")
+    labels = [setting_label(setting) for setting in settings]  # rejects unknown keys up front
+    starts = range(0, samples, batch_size)
+    seeds = torch.randint(
+        0, 2**31 - 1, (len(starts),), generator=torch.Generator().manual_seed(seed)
+    )
+    bar = tqdm(total=samples * len(settings), unit="story", leave=False, disable=not progress)
+    rows = []
+    for setting, label in zip(settings, labels):
+        texts: list[str] = []
+        finished: list[bool] = []
+        for start, batch_seed in zip(starts, seeds.tolist()):
+            size = min(batch_size, samples - start)
+            result = generate(
+                model,
+                [prompt] * size,
+                tokenizer=tokenizer,
+                max_new_tokens=max_new_tokens,
+                generator=torch.Generator().manual_seed(batch_seed),
+                **setting,
+            )
+            texts += result.texts
+            finished += result.finished
+            bar.update(size)
+        temperature = setting.get("temperature")
+        temperature = 1.0 if temperature is None else float(temperature)
+        rows.append(score_samples(prompt, texts, finished, temperature=temperature, label=label))
+    bar.close()
+    return rows
+
+
+# Per-story measures are averaged; pooled ones are computed over the batch of continuations.
+_PER_STORY: dict[str, Callable[[str, str], float]] = {
+    "valid": lambda prompt, text: float(tinytales.is_valid_story(prompt + text)),
+    "repetition": lambda prompt, text: repetition_rate(prompt + text, n=4),
+}
+_POOLED: dict[str, Callable[[list[str]], float]] = {
+    "distinct_2": lambda texts: distinct_n(texts, n=2),
+    "distinct_4": lambda texts: distinct_n(texts, n=4),
+}
+MEASURES = (*_PER_STORY, *_POOLED)  # what measure_with_se and paired_difference accept
+
+
+def _check_measure(measure: object) -> str:
+    if measure not in MEASURES:
+        raise ValueError(f"measure must be one of {MEASURES}, got {measure!r}")
+    return str(measure)
+
+
+def _check_row(row: object, name: str, prompt: str) -> SampleScores:
+    """`row` as a SampleScores of >= 2 texts whose valid share its texts reproduce."""
+    if not isinstance(row, SampleScores):
+        raise TypeError(
+            f"{name} must be a SampleScores (a row of a sweep), got {type(row).__name__}"
+        )
+    if len(row.texts) < 2 or len(row.texts) != row.samples:
+        raise ValueError(
+            f"{name} must hold its texts, at least 2 of them, got {len(row.texts)} texts "
+            f"for {row.samples} samples"
+        )
+    # An unfinished story is never a complete one, so validity can be read from the texts alone;
+    # a row scored with another prompt would disagree here.
+    share = sum(_PER_STORY["valid"](prompt, text) for text in row.texts) / row.samples
+    if not math.isclose(share, row.valid, abs_tol=1e-12):
+        raise ValueError(
+            f"{name}.valid is {row.valid}, but its texts after prompt={prompt!r} give {share}: "
+            "pass the prompt the row was drawn with"
+        )
+    return row
+
+
+def _se_of_mean(values: Sequence[float]) -> float:
+    """Standard error of the mean of `values` (sample standard deviation / sqrt(n))."""
+    n = len(values)
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
+def _jackknife_se(statistic: Callable[[list[int]], float], n: int) -> float:
+    """Jackknife standard error of `statistic(indices)` over n items, leaving out one at a time."""
+    leave_one_out = [statistic([j for j in range(n) if j != i]) for i in range(n)]
+    mean = sum(leave_one_out) / n
+    return math.sqrt((n - 1) / n * sum((v - mean) ** 2 for v in leave_one_out))
+
+
+def measure_with_se(row: SampleScores, *, prompt: str, measure: str) -> tuple[float, float]:
+    """A row's `measure` (one of MEASURES) and its standard error over the row's stories.
+
+    Per-story measures ("valid", "repetition") use the standard error of a mean; the pooled
+    distinct-n shares use the jackknife (leave one story out at a time).
+    """
+    measure, row = _check_measure(measure), _check_row(row, "row", prompt)
+    texts = list(row.texts)
+    if measure in _PER_STORY:
+        values = [_PER_STORY[measure](prompt, text) for text in texts]
+        return sum(values) / len(values), _se_of_mean(values)
+    pooled = _POOLED[measure]
+    return pooled(texts), _jackknife_se(lambda keep: pooled([texts[i] for i in keep]), len(texts))
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Two settings compared on one measure, story by story over the same seed."""
+
+    measure: str  # one of MEASURES
+    first: float  # the measure for the first setting
+    second: float  # the measure for the second setting
+    se: float  # standard error of first - second, paired by story
+    samples: int  # stories per setting
+
+    @property
+    def difference(self) -> float:
+        """first - second."""
+        return self.first - self.second
+
+    @property
+    def within_noise(self) -> bool:
+        """True if the difference is at most two standard errors from 0."""
+        return abs(self.difference) <= 2 * self.se
+
+
+def paired_difference(
+    first: SampleScores, second: SampleScores, *, prompt: str, measure: str
+) -> Paired:
+    """Compare two rows of one sweep (same prompt, seed and size) on `measure`, paired by story.
+
+    Story i of both rows was drawn with the same random numbers, so the standard error comes
+    from the per-story differences (for distinct-n: the jackknife, leaving story i out of both).
+    """
+    measure = _check_measure(measure)
+    first, second = _check_row(first, "first", prompt), _check_row(second, "second", prompt)
+    if first.samples != second.samples:
+        raise ValueError(
+            "first and second must have as many stories (drawn with the same seed), got "
+            f"{first.samples} and {second.samples}"
+        )
+    a, b, n = list(first.texts), list(second.texts), first.samples
+    if measure in _PER_STORY:
+        score = _PER_STORY[measure]
+        x = [score(prompt, text) for text in a]
+        y = [score(prompt, text) for text in b]
+        se = _se_of_mean([u - v for u, v in zip(x, y)])
+        return Paired(measure, sum(x) / n, sum(y) / n, se, n)
+    pooled = _POOLED[measure]
+    se = _jackknife_se(lambda keep: pooled([a[i] for i in keep]) - pooled([b[i] for i in keep]), n)
+    return Paired(measure, pooled(a), pooled(b), se, n)
+
+
+def format_with_se(rows: Sequence[SampleScores], *, prompt: str) -> str:
+    """A text table of sweep rows: each measure with its standard error in parentheses."""
+    width = max([7] + [len(row.label) for row in rows])
+    header = (
+        f"{'setting':>{width}} {'n':>3} {'valid (se)':>12} {'finished':>8} "
+        f"{'repeated 4-grams (se)':>21} {'distinct-2 (se)':>15}"
+    )
+    lines = [header]
+    for row in rows:
+        valid, valid_se = measure_with_se(row, prompt=prompt, measure="valid")
+        repetition, repetition_se = measure_with_se(row, prompt=prompt, measure="repetition")
+        distinct, distinct_se = measure_with_se(row, prompt=prompt, measure="distinct_2")
+        lines.append(
+            f"{row.label:>{width}} {row.samples:>3} {valid:>5.2f} ({valid_se:.2f}) "
+            f"{row.finished:>8.2f} {repetition:>13.3f} ({repetition_se:.3f}) "
+            f"{distinct:>7.3f} ({distinct_se:.3f})"
+        )
+    return "\n".join(lines)

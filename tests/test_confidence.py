@@ -1,4 +1,5 @@
-"""Confident and uncertain steps, and what top-k and top-p keep at one step."""
+"""Confident and uncertain steps, what top-k and top-p keep at one step, and paired comparisons
+of sampler settings over whole stories."""
 
 from __future__ import annotations
 
@@ -7,16 +8,26 @@ import math
 import pytest
 import torch
 
+from lessonlib import tinytales
+from lessonlib.bigram import load_bigram
 from lessonlib.confidence import (
+    MEASURES,
     Kept,
+    _jackknife_se,
     confident_step,
+    format_with_se,
     kept_by_top_k,
     kept_by_top_p,
+    measure_with_se,
+    paired_difference,
+    setting_sweep,
     step_entropies,
     step_top_probs,
     uncertain_step,
 )
 from lessonlib.distributions import CONFIDENT, LONG_TAILED, QUIZ_NUCLEUS, as_probs
+from lessonlib.generation import generate
+from lessonlib.temperature_sweep import SampleScores, score_samples
 
 
 def logits_of(values) -> torch.Tensor:
@@ -93,3 +104,139 @@ def test_integer_logits_are_rejected_naming_their_dtype():
         match=r"logits must have a floating dtype \(e\.g\. torch\.float32\), got torch\.int64",
     ):
         step_top_probs(torch.tensor([[0, 1, 2]]))
+
+
+# ----- whole stories ------------------------------------------------------------------------------
+
+
+def row_of(texts: list[str], label: str = "x") -> SampleScores:
+    """A sweep row scored from whole stories (prompt ""); a text ending in "!" is unfinished."""
+    finished = [not text.endswith("!") for text in texts]
+    return score_samples("", texts, finished, temperature=1.0, label=label)
+
+
+STORIES = tinytales.generate_stories(6, seed=0)
+BROKEN = [story.replace(".", " zz.", 1) for story in STORIES]  # off the grammar
+
+
+def test_setting_sweep_pairs_the_stories_of_every_setting():
+    model, tokenizer = load_bigram()
+    kwargs = {"prompt": "", "samples": 10, "max_new_tokens": 8, "seed": 4, "batch_size": 4}
+    settings = [{"temperature": 1.0}, {"top_p": 0.5}, {}, {"top_k": 2, "temperature": 0.7}]
+    rows = setting_sweep(model, tokenizer, settings=settings, **kwargs)
+    assert [row.label for row in rows] == ["tau 1", "top-p 0.5", "tau 1", "top-k 2, tau 0.7"]
+    assert [row.samples for row in rows] == [10] * 4 and len(rows[0].texts) == 10
+    assert [row.temperature for row in rows] == [1.0, 1.0, 1.0, 0.7]
+    # The same setting twice: the same seeds, so the same stories, batch by batch.
+    assert rows[0].texts == rows[2].texts
+    # Batch 0 is generate() with the first seed drawn from `seed`.
+    first_seed = int(
+        torch.randint(0, 2**31 - 1, (3,), generator=torch.Generator().manual_seed(4))[0]
+    )
+    batch = generate(
+        model,
+        [""] * 4,
+        tokenizer=tokenizer,
+        max_new_tokens=8,
+        generator=torch.Generator().manual_seed(first_seed),
+    )
+    assert rows[0].texts[:4] == tuple(batch.texts)
+    # Reproducible, with or without a progress bar; another seed draws other stories.
+    again = setting_sweep(model, tokenizer, settings=settings[:1], progress=True, **kwargs)
+    assert again[0].texts == rows[0].texts
+    other = setting_sweep(model, tokenizer, settings=settings[:1], **{**kwargs, "seed": 5})
+    assert other[0].texts != rows[0].texts
+
+
+def test_setting_sweep_rejects_bad_arguments():
+    model, tokenizer = load_bigram()
+    kwargs = {"prompt": "", "samples": 2, "max_new_tokens": 4, "seed": 0}
+    with pytest.raises(TypeError, match="settings must be a sequence of dicts"):
+        setting_sweep(model, tokenizer, settings={"top_p": 0.5}, **kwargs)
+    with pytest.raises(ValueError, match="unknown keys"):
+        setting_sweep(model, tokenizer, settings=[{"top_q": 0.5}], **kwargs)
+    with pytest.raises(ValueError, match="samples must be an int >= 1, got 0"):
+        setting_sweep(model, tokenizer, settings=[{}], **{**kwargs, "samples": 0})
+    with pytest.raises(TypeError, match="batch_size must be an int >= 1, got True"):
+        setting_sweep(model, tokenizer, settings=[{}], batch_size=True, **kwargs)
+
+
+def test_measures_and_their_standard_errors():
+    assert all(tinytales.is_valid_story(s) for s in STORIES)
+    assert not any(tinytales.is_valid_story(s) for s in BROKEN)
+    row = row_of(STORIES[:2] + BROKEN[2:4])
+    valid, se = measure_with_se(row, prompt="", measure="valid")
+    # Values 1, 1, 0, 0: mean 1/2, sample variance 1/3, standard error sqrt(1/3 / 4).
+    assert valid == 0.5 == row.valid and se == pytest.approx(math.sqrt(1 / 12))
+    repetition, repetition_se = measure_with_se(row, prompt="", measure="repetition")
+    assert repetition == pytest.approx(row.repetition) and repetition_se >= 0
+    distinct, distinct_se = measure_with_se(row, prompt="", measure="distinct_2")
+    assert distinct == pytest.approx(row.distinct_2) and distinct_se > 0
+    # The same story n times: nothing varies, so no standard error.
+    assert measure_with_se(row_of(STORIES[:1] * 4), prompt="", measure="distinct_4")[1] == 0
+
+
+def test_jackknife_of_a_mean_is_the_usual_standard_error():
+    values = [0.3, 1.2, -0.5, 2.0, 0.7]
+    mean = sum(values) / 5
+    usual = math.sqrt(sum((v - mean) ** 2 for v in values) / 4 / 5)
+    jackknife = _jackknife_se(lambda keep: sum(values[i] for i in keep) / len(keep), 5)
+    assert jackknife == pytest.approx(usual)
+
+
+def test_paired_difference_uses_the_per_story_differences():
+    first = row_of(STORIES)
+    second = row_of(STORIES[:4] + BROKEN[4:])  # the same stories, the last two broken
+    paired = paired_difference(first, second, prompt="", measure="valid")
+    assert (paired.first, paired.second, paired.samples) == (1.0, pytest.approx(4 / 6), 6)
+    assert paired.difference == pytest.approx(1 / 3)
+    # Differences 0, 0, 0, 0, 1, 1: mean 1/3, sample variance 4/15, over 6 stories.
+    assert paired.se == pytest.approx(math.sqrt(4 / 15 / 6))
+    assert paired.within_noise  # 1/3 is less than two standard errors (0.42)
+    everything = paired_difference(first, row_of(BROKEN), prompt="", measure="valid")
+    assert everything.difference == 1 and everything.se == 0 and not everything.within_noise
+    same = paired_difference(first, first, prompt="", measure="distinct_2")
+    assert same.difference == 0 and same.se == 0 and same.within_noise
+
+
+def test_paired_distinct_n_is_paired_by_story():
+    # Story i of the second row is story i of the first plus the same sentence: the stories
+    # that make a row varied do so in both rows, and the paired jackknife sees only the change.
+    first = row_of(STORIES)
+    second = row_of([story + " Then the sun came out." for story in STORIES])
+    paired = paired_difference(first, second, prompt="", measure="distinct_2")
+    assert paired.first == pytest.approx(first.distinct_2)
+    assert paired.second == pytest.approx(second.distinct_2)
+    assert paired.difference > 0  # the repeated sentence lowers distinct-2
+    own = [measure_with_se(row, prompt="", measure="distinct_2")[1] for row in (first, second)]
+    assert 0 < paired.se < math.hypot(*own) / 2
+
+
+def test_paired_difference_rejects_what_cannot_be_paired():
+    first = row_of(STORIES)
+    with pytest.raises(ValueError, match=r"measure must be one of \('valid'"):
+        paired_difference(first, first, prompt="", measure="validity")
+    with pytest.raises(ValueError, match="as many stories"):
+        paired_difference(first, row_of(STORIES[:4]), prompt="", measure="valid")
+    with pytest.raises(ValueError, match="pass the prompt the row was drawn with"):
+        paired_difference(first, first, prompt="Once", measure="valid")
+    with pytest.raises(TypeError, match="second must be a SampleScores"):
+        paired_difference(first, STORIES, prompt="", measure="valid")
+    with pytest.raises(ValueError, match="at least 2"):
+        measure_with_se(row_of(STORIES[:1]), prompt="", measure="valid")
+    assert MEASURES == ("valid", "repetition", "distinct_2", "distinct_4")
+
+
+def test_an_unfinished_story_is_never_valid_so_texts_give_the_valid_share():
+    # Cut before its end marker, a story is not complete: the texts alone give `valid`.
+    cut = STORIES[0][:-1] + "!"
+    row = row_of([cut, STORIES[1]])
+    assert row.valid == 0.5 == measure_with_se(row, prompt="", measure="valid")[0]
+
+
+def test_format_with_se_is_one_line_per_row_with_errors():
+    rows = [row_of(STORIES, "top-p 0.9"), row_of(STORIES[:3] + BROKEN[3:], "top-k 3")]
+    lines = format_with_se(rows, prompt="").splitlines()
+    assert len(lines) == 3 and "valid (se)" in lines[0] and "distinct-2 (se)" in lines[0]
+    assert lines[1].split()[:4] == ["top-p", "0.9", "6", "1.00"]
+    assert lines[2].split()[3:5] == ["0.50", "(0.22)"]  # sqrt(0.3 / 6) = 0.2236

@@ -35,7 +35,7 @@ __all__ = [
     "make_distribution",
 ]
 
-DEFAULT_P = 0.9  # the usual production setting, and the p of the lesson's quiz
+DEFAULT_P = 0.9  # a common setting (0.9 to 0.95 in practice), and the p of the lesson's quiz
 GPT_SOURCE = "GPT"  # name of the distribution built by `from_model`
 
 # Characters that would be invisible or break a bar label, and what to show instead.
