@@ -5,11 +5,16 @@ softmax, the order Hugging Face transformers and vLLM use. llama.cpp's default c
 truncation samplers on the unscaled logits and divides by the temperature last;
 `temperature_last_probs` is that order, built from the same lessonlib transforms. Temperature
 never changes the ranking of the logits, so it commutes with top-k; it changes how the mass is
-spread, so it does not commute with top-p, and the two orders can keep different token sets.
+spread, so it does not commute with top-p. Top-k and top-p do not commute either: top-p after
+top-k reads the mass renormalised over the k survivors, so it can stop sooner than top-p on the
+whole distribution (`kept_mask(..., top_p_first=True)` is the other order).
 
 Pure functions on logits of shape (V,) or (B, V) (the recorded logits of `generate(...,
 record_logits=True)` are (B, steps, V); `drawn_step_logits` flattens them to one row per drawn
-token). Randomness only from an explicit `torch.Generator`. Nothing here runs a model or plots.
+token). Randomness only from an explicit `torch.Generator`. One function runs the model:
+`record_steps` generates stories and keeps the logits of every drawn step; nothing here plots.
+A share measured over those steps gets its standard error from `mean_with_error`, which counts
+each story, not each step, as an independent draw (steps of one story are not independent).
 The tensor functions run on `GENERATION_THREADS` torch threads, as decoding does: they are many
 small operations on (steps, 50) matrices, measured several times faster on one thread than
 on two here when other processes share the cores.
@@ -17,13 +22,22 @@ on two here when other processes share the cores.
 
 from __future__ import annotations
 
+import math
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from lessonlib.generation import GENERATION_THREADS, Generation, torch_threads
+from lessonlib.generation import (
+    GENERATION_THREADS,
+    Generation,
+    LanguageModel,
+    generate,
+    torch_threads,
+)
 from lessonlib.sampling import (
     apply_temperature,
     filter_top_k,
@@ -35,7 +49,10 @@ from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [
     "STAGES",
+    "SWAPS",
+    "Estimate",
     "OrderComparison",
+    "RecordedSteps",
     "StageProbs",
     "compare_orders",
     "draw_counts",
@@ -43,12 +60,17 @@ __all__ = [
     "drawn_step_contexts",
     "drawn_step_logits",
     "kept_mask",
+    "mean_with_error",
     "orders_disagree",
+    "record_steps",
     "stage_probs",
     "temperature_last_probs",
 ]
 
 STAGES = ("temperature", "top-k", "top-p", "draw")  # the fixed order of the course's sampler
+# The stage that moves in the other order: "temperature" goes last (after top-k and top-p, as
+# llama.cpp's default chain), "top-p" goes before top-k (top-p reads the untruncated mass).
+SWAPS = ("temperature", "top-p")
 
 
 def _softmax(logits: Tensor) -> Tensor:
@@ -95,18 +117,25 @@ def kept_mask(
     top_k: int | None = None,
     top_p: float | None = None,
     temperature_last: bool = False,
+    top_p_first: bool = False,
 ) -> Tensor:
     """Boolean mask of the tokens top-k and top-p keep, same shape as `logits`.
 
-    By default the filters see `logits / temperature` (temperature first, as `sampling_probs`);
-    with `temperature_last=True` they see the unscaled logits (llama.cpp's default order).
+    By default the filters see `logits / temperature` (temperature first, as `sampling_probs`)
+    and top-k runs before top-p; with `temperature_last=True` they see the unscaled logits
+    (llama.cpp's default order), with `top_p_first=True` top-p runs before top-k.
     """
-    if not isinstance(temperature_last, bool):
-        raise TypeError(f"temperature_last must be a bool, got {temperature_last!r}")
+    for name, flag in (("temperature_last", temperature_last), ("top_p_first", top_p_first)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {flag!r}")
     # Validates `temperature` (> 0) in both orders, so that a bad value never passes silently.
     scaled = apply_temperature(logits, temperature)
     seen = logits if temperature_last else scaled
-    return torch.isfinite(filter_top_p(filter_top_k(seen, top_k), top_p))
+    if top_p_first:
+        kept = filter_top_k(filter_top_p(seen, top_p), top_k)
+    else:
+        kept = filter_top_p(filter_top_k(seen, top_k), top_p)
+    return torch.isfinite(kept)
 
 
 @torch_threads(GENERATION_THREADS)
@@ -124,61 +153,135 @@ def temperature_last_probs(
     return _softmax(apply_temperature(truncated, temperature))
 
 
+def _check_swap(swap: object) -> str:
+    if swap not in SWAPS:
+        raise ValueError(f"swap must be one of {SWAPS}, got {swap!r}")
+    return swap
+
+
+def _both_orders(
+    logits: Tensor, temperature: float, top_k: int | None, top_p: float | None, swap: str
+) -> tuple[Tensor, Tensor]:
+    """Kept masks of the course's order and of the order with `swap` moved."""
+    settings = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    course = kept_mask(logits, **settings)
+    moved = {"temperature": "temperature_last", "top-p": "top_p_first"}[_check_swap(swap)]
+    return course, kept_mask(logits, **settings, **{moved: True})
+
+
 @torch_threads(GENERATION_THREADS)
 def orders_disagree(
-    logits: Tensor, *, temperature: float, top_k: int | None = None, top_p: float | None = None
+    logits: Tensor,
+    *,
+    temperature: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    swap: str = "temperature",
 ) -> Tensor:
-    """Per row, True where temperature first and temperature last keep different token sets.
+    """Per row, True where the course's order and the `swap`ped order keep different token sets.
 
-    (V,) gives a scalar bool tensor, (B, V) gives (B,).
+    `swap="temperature"` compares temperature first with temperature last; `swap="top-p"`
+    compares top-k then top-p with top-p then top-k. (V,) gives a scalar bool tensor, (B, V)
+    gives (B,).
     """
-    first = kept_mask(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    last = kept_mask(
-        logits, temperature=temperature, top_k=top_k, top_p=top_p, temperature_last=True
-    )
-    return (first != last).any(dim=-1)
+    course, swapped = _both_orders(logits, temperature, top_k, top_p, swap)
+    return (course != swapped).any(dim=-1)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean over steps and its standard error, with the number of independent units behind it."""
+
+    value: float
+    standard_error: float
+    units: int  # independent units (stories) the standard error counts
+
+
+def _check_lengths(group_sizes: object, total: int) -> list[int]:
+    if isinstance(group_sizes, str) or not isinstance(group_sizes, Sequence):
+        raise TypeError(f"group_sizes must be a sequence of ints, got {group_sizes!r}")
+    sizes = list(group_sizes)
+    if len(sizes) < 2 or not all(
+        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
+    ):
+        raise ValueError(f"group_sizes must be at least two ints >= 1, got {group_sizes!r}")
+    if sum(sizes) != total:
+        raise ValueError(f"group_sizes must add up to the {total} values, got sum {sum(sizes)}")
+    return [int(n) for n in sizes]
+
+
+def mean_with_error(values: Tensor, *, group_sizes: Sequence[int]) -> Estimate:
+    """Mean of per-step `values` (steps,) and its standard error, each group of steps one unit.
+
+    `group_sizes` splits the steps, in order, into independent groups (the stories they come
+    from). The mean is over all steps; the standard error is the ratio estimator's over groups,
+    sqrt(G / (G - 1) * sum_g (S_g - mean * n_g)^2) / N, with S_g the sum and n_g the size of
+    group g and N all steps: steps of one story are not independent draws, stories are.
+    A share is the mean of a 0/1 value.
+    """
+    if not isinstance(values, Tensor) or values.dim() != 1:
+        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
+        raise ValueError(f"values must be a tensor of shape (steps,), got {shape}")
+    sizes = _check_lengths(group_sizes, int(values.shape[0]))
+    sums = torch.stack([group.sum() for group in values.double().split(sizes)])
+    n = torch.tensor(sizes, dtype=torch.float64)
+    mean = float(sums.sum() / n.sum())
+    spread = float(((sums - mean * n) ** 2).sum()) * len(sizes) / (len(sizes) - 1)
+    return Estimate(mean, math.sqrt(spread) / float(n.sum()), len(sizes))
 
 
 @dataclass(frozen=True)
 class OrderComparison:
-    """How often the two orders keep different token sets over many steps, and how many each keeps."""
+    """How often two orders keep different token sets over many steps, with standard errors."""
 
     temperature: float
     top_k: int | None
     top_p: float | None
+    swap: str  # the stage moved in the other order (see SWAPS)
     steps: int  # rows compared
     differ: int  # rows whose kept sets differ
-    kept_first: float  # mean number of tokens kept with temperature first
-    kept_last: float  # mean number of tokens kept with temperature last
-
-    @property
-    def share(self) -> float:
-        """Fraction of the steps whose kept sets differ."""
-        return self.differ / self.steps
+    share: Estimate  # differ / steps, with its standard error over the groups (stories)
+    kept_course: float  # mean number of tokens kept in the course's order
+    kept_swapped: float  # mean number of tokens kept in the swapped order
+    kept_difference: Estimate  # mean of (swapped - course) per step: a paired difference
 
 
 @torch_threads(GENERATION_THREADS)
 def compare_orders(
-    logits: Tensor, *, temperature: float, top_k: int | None = None, top_p: float | None = None
+    logits: Tensor,
+    *,
+    temperature: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    swap: str = "temperature",
+    group_sizes: Sequence[int] | None = None,
 ) -> OrderComparison:
-    """Compare temperature-first and temperature-last kept sets on every row of (steps, V) logits."""
-    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] == 0:
+    """Compare the course's order with the `swap`ped one on every row of (steps, V) logits.
+
+    `group_sizes` (the steps per story, in order) makes each story one unit of the standard
+    errors; without it every step is its own unit.
+    """
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] < 2:
         shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
         raise ValueError(
-            f"logits must be a tensor of shape (steps, V) with steps >= 1, got {shape}"
+            f"logits must be a tensor of shape (steps, V) with steps >= 2, got {shape}"
         )
-    first = kept_mask(logits, temperature=temperature, top_k=top_k, top_p=top_p)
-    last = kept_mask(
-        logits, temperature=temperature, top_k=top_k, top_p=top_p, temperature_last=True
-    )
+    steps = int(logits.shape[0])
+    sizes = [1] * steps if group_sizes is None else group_sizes
+    course, swapped = _both_orders(logits, temperature, top_k, top_p, swap)
+    differ = (course != swapped).any(dim=-1)
+    kept_course, kept_swapped = course.sum(dim=-1).double(), swapped.sum(dim=-1).double()
     return OrderComparison(
         temperature=float(temperature),
         top_k=top_k,
         top_p=top_p,
-        steps=int(logits.shape[0]),
-        differ=int((first != last).any(dim=-1).sum()),
-        kept_first=float(first.sum(dim=-1).double().mean()),
-        kept_last=float(last.sum(dim=-1).double().mean()),
+        swap=swap,
+        steps=steps,
+        differ=int(differ.sum()),
+        share=mean_with_error(differ, group_sizes=sizes),
+        kept_course=float(kept_course.mean()),
+        kept_swapped=float(kept_swapped.mean()),
+        kept_difference=mean_with_error(kept_swapped - kept_course, group_sizes=sizes),
     )
 
 
@@ -262,3 +365,50 @@ def drawn_step_contexts(
             end = start + step
             contexts.append((text[max(0, end - width) : end], text[end]))
     return contexts
+
+
+@dataclass(frozen=True, eq=False)
+class RecordedSteps:
+    """Every drawn step of several generated stories, story after story."""
+
+    logits: Tensor  # (steps, V): the model's raw logits at each drawn token
+    contexts: list[tuple[str, str]]  # per step: the text before it (its end) and the draw
+    story_lengths: tuple[int, ...]  # drawn tokens per story, in order; they add up to steps
+    texts: tuple[str, ...]  # the stories
+
+
+def record_steps(
+    model: LanguageModel,
+    tokenizer: CharTokenizer,
+    *,
+    stories: int,
+    generator: torch.Generator,
+    batch_size: int = 8,
+    progress: bool = False,
+) -> RecordedSteps:
+    """Sample `stories` stories from the empty prompt at temperature 1, keeping each step's logits.
+
+    Batches of `batch_size` draw one after another from `generator`, so the first batch is the
+    same as one `generate` call with that batch size and generator. `progress` shows a bar.
+    """
+    for name, value in (("stories", stories), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    logits, contexts, lengths, texts = [], [], [], []
+    sizes = [min(batch_size, stories - start) for start in range(0, stories, batch_size)]
+    for size in tqdm(sizes, desc="stories", unit="batch", leave=False, disable=not progress):
+        generation = generate(
+            model,
+            [""] * size,
+            tokenizer=tokenizer,
+            max_new_tokens=model.block_size,
+            generator=generator,
+            record_logits=True,
+        )
+        logits.append(drawn_step_logits(generation))
+        contexts += drawn_step_contexts(generation, tokenizer)
+        lengths += [len(ids) for ids in generation.token_ids]
+        texts += generation.texts
+    return RecordedSteps(torch.cat(logits), contexts, tuple(lengths), tuple(texts))

@@ -1,6 +1,8 @@
-"""The sampling pipeline stage by stage, and temperature first versus temperature last."""
+"""The sampling pipeline stage by stage, and what changes when two of its stages trade places."""
 
 from __future__ import annotations
+
+import math
 
 import pytest
 import torch
@@ -11,13 +13,16 @@ from lessonlib import tinytales
 from lessonlib.generation import Generation, generate
 from lessonlib.pipeline_order import (
     STAGES,
+    SWAPS,
     compare_orders,
     draw_counts,
     draw_tokens,
     drawn_step_contexts,
     drawn_step_logits,
     kept_mask,
+    mean_with_error,
     orders_disagree,
+    record_steps,
     stage_probs,
     temperature_last_probs,
 )
@@ -153,6 +158,49 @@ def test_kept_sets_are_top_prefixes_in_both_orders() -> None:
 def test_kept_mask_rejects_a_non_bool_order_flag() -> None:
     with pytest.raises(TypeError, match="temperature_last"):
         kept_mask(COUNTEREXAMPLE, temperature=1.0, temperature_last="yes")
+    with pytest.raises(TypeError, match="top_p_first"):
+        kept_mask(COUNTEREXAMPLE, temperature=1.0, top_p_first=1)
+
+
+# ----- top-k against top-p -------------------------------------------------------------------
+
+
+def test_top_k_and_top_p_do_not_commute_on_the_counterexample() -> None:
+    # Probabilities (0.665, 0.245, 0.090). Top-p 0.7 alone needs two tokens; after top-k 2 the
+    # top token holds 0.665 / 0.910 = 0.731 of what is left, so top-p then stops at one.
+    k_then_p = kept_mask(COUNTEREXAMPLE, temperature=1.0, top_k=2, top_p=0.7)
+    p_then_k = kept_mask(COUNTEREXAMPLE, temperature=1.0, top_k=2, top_p=0.7, top_p_first=True)
+    assert k_then_p.tolist() == [True, False, False]
+    assert p_then_k.tolist() == [True, True, False]
+    assert bool(orders_disagree(COUNTEREXAMPLE, temperature=1.0, top_k=2, top_p=0.7, swap="top-p"))
+    # With only one filter on there is nothing to swap.
+    for settings_ in ({"top_k": 2}, {"top_p": 0.7}):
+        assert not bool(orders_disagree(COUNTEREXAMPLE, temperature=1.0, swap="top-p", **settings_))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    logits=st.lists(st.floats(-8, 8, allow_nan=False), min_size=2, max_size=12),
+    k=st.integers(1, 12),
+    p=st.floats(0.01, 1.0),
+)
+def test_top_k_then_top_p_keeps_a_subset_of_both_filters_alone(logits, k, p) -> None:
+    row = torch.tensor(logits, dtype=torch.float64)
+    k_then_p = kept_mask(row, temperature=1.0, top_k=k, top_p=p)
+    p_then_k = kept_mask(row, temperature=1.0, top_k=k, top_p=p, top_p_first=True)
+    alone_k = kept_mask(row, temperature=1.0, top_k=k)
+    alone_p = kept_mask(row, temperature=1.0, top_p=p)
+    # Top-p first then top-k is the intersection of the two filters alone (both keep top
+    # prefixes of the same ranking, with ties kept together).
+    assert torch.equal(p_then_k, alone_k & alone_p)
+    # Renormalising over the k survivors only raises every prefix's mass: top-p stops sooner.
+    assert not bool((k_then_p & ~p_then_k).any())
+
+
+def test_the_swap_is_named_and_checked() -> None:
+    assert SWAPS == ("temperature", "top-p")
+    with pytest.raises(ValueError, match="swap"):
+        orders_disagree(COUNTEREXAMPLE, temperature=1.0, top_p=0.8, swap="top-k")
 
 
 # ----- temperature last ----------------------------------------------------------------------
@@ -203,10 +251,25 @@ def test_compare_orders_counts_the_rows_that_differ() -> None:
     # Row 0 is the counterexample; row 1 is confident (one token either way); row 2 is flat,
     # and a flat row stays flat at any temperature.
     assert (result.steps, result.differ) == (3, 1)
-    assert result.share == pytest.approx(1 / 3)
-    assert result.kept_first == pytest.approx((1 + 1 + 3) / 3)
-    assert result.kept_last == pytest.approx((2 + 1 + 3) / 3)
-    assert (result.temperature, result.top_k, result.top_p) == (0.5, None, 0.8)
+    assert result.share.value == pytest.approx(1 / 3)
+    assert result.kept_course == pytest.approx((1 + 1 + 3) / 3)
+    assert result.kept_swapped == pytest.approx((2 + 1 + 3) / 3)
+    assert result.kept_difference.value == pytest.approx(1 / 3)
+    assert (result.temperature, result.top_k, result.top_p, result.swap) == (
+        0.5,
+        None,
+        0.8,
+        "temperature",
+    )
+    # Without groups each row is a unit: the standard error of the mean of (1, 0, 0).
+    assert result.share.standard_error == pytest.approx(math.sqrt(1 / 3 / 3))
+    assert result.share.units == 3
+
+
+def test_compare_orders_swaps_top_k_and_top_p() -> None:
+    logits = torch.stack([COUNTEREXAMPLE, COUNTEREXAMPLE * 10])
+    result = compare_orders(logits, temperature=1.0, top_k=2, top_p=0.7, swap="top-p")
+    assert (result.differ, result.kept_course, result.kept_swapped) == (1, 1.0, 1.5)
 
 
 def test_compare_orders_with_top_k_only_never_differs() -> None:
@@ -216,6 +279,51 @@ def test_compare_orders_with_top_k_only_never_differs() -> None:
 def test_compare_orders_needs_a_matrix_of_steps() -> None:
     with pytest.raises(ValueError, match="steps"):
         compare_orders(COUNTEREXAMPLE, temperature=0.5, top_p=0.8)
+
+
+# ----- standard errors over stories ----------------------------------------------------------
+
+
+def test_mean_with_error_by_hand() -> None:
+    # Two stories: 1 of 2 steps, then 3 of 4. Mean 4/6; residuals S_g - mean * n_g are
+    # 1 - 4/3 = -1/3 and 3 - 8/3 = 1/3; s.e. = sqrt(2/1 * 2/9) / 6 = (2/3) / 6.
+    values = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 0.0])
+    estimate = mean_with_error(values, group_sizes=[2, 4])
+    assert estimate.value == pytest.approx(4 / 6)
+    assert estimate.standard_error == pytest.approx((2 / 3) / 6)
+    assert estimate.units == 2
+
+
+def test_mean_with_error_of_single_steps_is_the_usual_standard_error() -> None:
+    values = torch.rand(500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    estimate = mean_with_error(values, group_sizes=[1] * 500)
+    assert estimate.value == pytest.approx(float(values.mean()))
+    assert estimate.standard_error == pytest.approx(float(values.std() / math.sqrt(500)))
+
+
+def test_mean_with_error_grows_when_whole_stories_move_together() -> None:
+    # The same 0/1 values, once spread evenly over ten stories, once with all the ones in two
+    # stories: the share is the same, its standard error is much larger in the second case.
+    even = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0] * 10)
+    clumped = torch.cat([torch.ones(10), torch.zeros(40)])
+    sizes = [5] * 10
+    assert mean_with_error(even, group_sizes=sizes).value == pytest.approx(0.2)
+    assert mean_with_error(even, group_sizes=sizes).standard_error == pytest.approx(0.0)
+    assert mean_with_error(clumped, group_sizes=sizes).standard_error > 0.1
+
+
+def test_mean_with_error_rejects_bad_groups_naming_them() -> None:
+    values = torch.zeros(4)
+    with pytest.raises(ValueError, match="add up"):
+        mean_with_error(values, group_sizes=[2, 1])
+    with pytest.raises(ValueError, match="at least two"):
+        mean_with_error(values, group_sizes=[4])
+    with pytest.raises(ValueError, match="group_sizes"):
+        mean_with_error(values, group_sizes=[2, 0, 2])
+    with pytest.raises(TypeError, match="group_sizes"):
+        mean_with_error(values, group_sizes="22")
+    with pytest.raises(ValueError, match="values"):
+        mean_with_error(torch.zeros(2, 2), group_sizes=[2, 2])
 
 
 # ----- draws ---------------------------------------------------------------------------------
@@ -268,6 +376,41 @@ def test_drawn_step_logits_and_contexts_follow_the_generation() -> None:
     drawn = "".join(char for _, char in contexts[: lengths[0]])
     assert drawn == TOKENIZER.decode(generation.token_ids[0])
     assert all(len(before) <= 6 for before, _ in contexts)
+
+
+def test_record_steps_batches_continue_one_generator() -> None:
+    model = StubModel()
+    recorded = record_steps(
+        model, TOKENIZER, stories=5, batch_size=2, generator=torch.Generator().manual_seed(4)
+    )
+    assert len(recorded.texts) == len(recorded.story_lengths) == 5
+    assert recorded.logits.shape == (sum(recorded.story_lengths), len(tinytales.ALPHABET))
+    assert len(recorded.contexts) == recorded.logits.shape[0]
+    # The first batch is one generate call with the same generator and batch size.
+    first = generate(
+        model,
+        ["", ""],
+        tokenizer=TOKENIZER,
+        max_new_tokens=model.block_size,
+        generator=torch.Generator().manual_seed(4),
+        record_logits=True,
+    )
+    assert list(recorded.texts[:2]) == first.texts
+    head = sum(recorded.story_lengths[:2])
+    assert torch.equal(recorded.logits[:head], drawn_step_logits(first))
+    again = record_steps(
+        model, TOKENIZER, stories=5, batch_size=2, generator=torch.Generator().manual_seed(4)
+    )
+    assert again.texts == recorded.texts and torch.equal(again.logits, recorded.logits)
+
+
+def test_record_steps_rejects_bad_counts() -> None:
+    with pytest.raises(ValueError, match="stories"):
+        record_steps(StubModel(), TOKENIZER, stories=0, generator=torch.Generator())
+    with pytest.raises(ValueError, match="batch_size"):
+        record_steps(StubModel(), TOKENIZER, stories=2, batch_size=0, generator=torch.Generator())
+    with pytest.raises(TypeError, match="generator"):
+        record_steps(StubModel(), TOKENIZER, stories=2, generator=0)
 
 
 def test_drawn_step_logits_needs_recorded_logits() -> None:
