@@ -3,7 +3,8 @@
 Lesson 06 prints the beam at each step and compares what beam search and sampling write;
 the measures (log-probability per character under the model and under TinyTales, repeated
 4-grams, a repeating tail) come from `lessonlib.scoring` and `lessonlib.metrics`. This module
-only gathers and formats them; it runs no search (see `lessonlib.beam_search`).
+gathers and formats them, and draws the samples that the beams are compared with under the
+same length rule (`sample_fixed_length`); it runs no search (see `lessonlib.beam_search`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ import math
 from dataclasses import dataclass
 
 import torch
+from tqdm.auto import tqdm
 
-from lessonlib.beam_search import BeamSearchResult
-from lessonlib.generation import Generation, LanguageModel
+from lessonlib.beam_search import BeamSearchResult, Hypothesis
+from lessonlib.generation import (
+    GENERATION_THREADS,
+    Generation,
+    LanguageModel,
+    next_token_logits,
+    reserve_cache,
+    torch_threads,
+)
 from lessonlib.metrics import Cycle, find_cycle, repetition_rate
+from lessonlib.sampling import sample_next
 from lessonlib.scoring import model_char_log_probs, truth_char_log_probs
 from lessonlib.tokenizer import CharTokenizer
 
@@ -25,6 +35,8 @@ __all__ = [
     "format_profiles",
     "generation_log_probs",
     "profile_continuation",
+    "profile_hypothesis",
+    "sample_fixed_length",
 ]
 
 
@@ -70,6 +82,88 @@ def profile_continuation(
     )
 
 
+def profile_hypothesis(prompt: str, hypothesis: Hypothesis) -> ContinuationProfile:
+    """Measure a beam or sampled hypothesis from its own log-probability (no model call)."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if not isinstance(hypothesis, Hypothesis):
+        raise TypeError(f"hypothesis must be a Hypothesis, got {type(hypothesis).__name__}")
+    if hypothesis.length == 0:
+        raise ValueError("hypothesis must have at least one token (nothing would be scored)")
+    truth_scores = truth_char_log_probs(prompt + hypothesis.text, end=hypothesis.finished)
+    return ContinuationProfile(
+        text=hypothesis.text,
+        finished=hypothesis.finished,
+        # length counts the end token of a finished hypothesis, as profile_continuation does.
+        model_per_char=hypothesis.log_prob / hypothesis.length,
+        truth_per_char=float(truth_scores[len(prompt) :].mean()),
+        repetition=repetition_rate(hypothesis.text),
+        cycle=find_cycle(hypothesis.text),
+    )
+
+
+@torch.inference_mode()
+def sample_fixed_length(
+    model: LanguageModel,
+    prompt: str,
+    *,
+    tokenizer: CharTokenizer,
+    num_samples: int,
+    length: int,
+    generator: torch.Generator,
+    progress: bool = False,
+) -> list[Hypothesis]:
+    """`num_samples` continuations of exactly `length` tokens drawn at temperature 1, end forbidden.
+
+    Before each draw the end token's logit is set to -inf (as Hugging Face's `min_new_tokens`
+    does), so a row draws from the model's distribution renormalised over the other tokens.
+    Each `log_prob` is the model's own, not renormalised, log-probability of the drawn tokens:
+    what `beam_search(..., min_new_tokens=length)` sums, so samples and beams are scored alike.
+    """
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if tokenizer.boundary in prompt:
+        raise ValueError(f"prompt must not contain the boundary {tokenizer.boundary!r}")
+    for name, value in (("num_samples", num_samples), ("length", length)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if model.vocab_size != tokenizer.vocab_size:
+        raise ValueError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{model.vocab_size}; pass the tokenizer that came with the model"
+        )
+    end = tokenizer.boundary_id
+    parameters = getattr(model, "parameters", None)
+    first = next(parameters(), None) if callable(parameters) else None
+    device = first.device if first is not None else torch.device("cpu")
+    context = torch.tensor([[end, *tokenizer.encode(prompt)]], device=device)
+    context = context.repeat(num_samples, 1)
+    start = context.shape[1]
+    kv_cache = model.new_kv_cache(num_samples)
+    reserve_cache(kv_cache, start + length, block_size=model.block_size)
+    log_probs = torch.zeros(num_samples, dtype=torch.float64)
+    fresh = start
+    steps = tqdm(range(length), desc="sampling", leave=False, disable=not progress)
+    # One thread, whatever the batch: on a busy shared machine two spin-waiting threads were
+    # far slower (lesson 06's 128 samples: 104 s against 16 s at a load of 12 on 2 cores).
+    with torch_threads(GENERATION_THREADS):
+        for _ in steps:
+            logits = next_token_logits(model, context, kv_cache, new_tokens=fresh)
+            own = torch.log_softmax(logits.to(device="cpu", dtype=torch.float64), dim=-1)
+            forbidden = logits.clone()
+            forbidden[:, end] = -math.inf  # after `own`: the score stays the model's own
+            drawn = sample_next(forbidden, generator=generator)
+            log_probs += own.gather(1, drawn[:, None].cpu()).squeeze(1)
+            context = torch.cat([context, drawn[:, None]], dim=1)
+            fresh = 1
+    return [
+        Hypothesis(tokenizer.decode(ids), tuple(ids), float(log_p), float(log_p), False)
+        for ids, log_p in zip(context[:, start:].tolist(), log_probs.tolist(), strict=True)
+    ]
+
+
 def generation_log_probs(generation: Generation) -> list[float]:
     """Log-probability of each sampled continuation (its end token included), from its logits.
 
@@ -105,16 +199,12 @@ def format_beam_steps(result: BeamSearchResult, *, steps: int | None = None) -> 
 
 
 def format_profiles(rows: list[tuple[str, ContinuationProfile]]) -> str:
-    """One line per (label, profile): per-character log P, repetition, cycle, and the ending."""
-    header = (
-        f"{'decoding':<14} {'model/char':>10} {'truth/char':>10} {'repeated':>8}  "
-        f"{'loop unit':<28} finished"
-    )
-    lines = [header]
+    """One line per (label, profile): per-character log P, repetition and the repeating unit."""
+    lines = [f"{'decoding':<14} {'model/char':>10} {'truth/char':>10} {'repeated':>8}  loop unit"]
     for label, profile in rows:
         unit = repr(profile.cycle.unit) if profile.cycle else "-"
         lines.append(
             f"{label:<14} {profile.model_per_char:>10.4f} {profile.truth_per_char:>10.4f} "
-            f"{profile.repetition:>8.2f}  {unit:<28} {profile.finished}"
+            f"{profile.repetition:>8.2f}  {unit}"
         )
     return "\n".join(lines)

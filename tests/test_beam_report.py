@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,8 +15,10 @@ from lessonlib.beam_report import (
     format_profiles,
     generation_log_probs,
     profile_continuation,
+    profile_hypothesis,
+    sample_fixed_length,
 )
-from lessonlib.beam_search import beam_search
+from lessonlib.beam_search import Hypothesis, beam_search
 from lessonlib.bigram import BigramModel, load_bigram
 from lessonlib.generation import generate
 from lessonlib.metrics import repetition_rate
@@ -118,7 +121,7 @@ def test_generation_log_probs_on_the_bigram_are_sums_of_its_table():
 
 
 def test_format_beam_steps_lists_every_kept_and_ended_hypothesis():
-    toy = BigramModel(torch.tensor([[0, 6, 4], [1, 1, 1], [9, 0, 1]]), smoothing=0.0, symbols="·ab")
+    toy = BigramModel(torch.tensor([[0, 6, 4], [2, 1, 1], [9, 0, 1]]), smoothing=0.0, symbols="·ab")
     result = beam_search(
         toy, "", tokenizer=CharTokenizer("·ab", boundary="·"), beam_width=2, max_new_tokens=6
     )
@@ -152,5 +155,142 @@ def test_format_profiles_has_one_line_per_row(model):
     lines = format_profiles([("beam 2", looping), ("sample 0", plain)]).splitlines()
     assert len(lines) == 3
     assert lines[1].startswith("beam 2") and "' Mia played with the ball.'" in lines[1]
-    assert lines[2].startswith("sample 0") and " - " in lines[2]
+    assert lines[2].startswith("sample 0") and lines[2].endswith("  -")
     assert f"{looping.model_per_char:.4f}" in lines[1]
+    assert lines[0].split() == ["decoding", "model/char", "truth/char", "repeated", "loop", "unit"]
+
+
+# ----- profiles read from hypotheses, and samples under the beams' length rule -----------------
+
+TOY_SYMBOLS = CharTokenizer("·ab", boundary="·")
+
+
+def toy_bigram(rows: list[list[int]]) -> BigramModel:
+    return BigramModel(torch.tensor(rows), smoothing=0.0, symbols="·ab")
+
+
+def test_profile_of_a_beam_hypothesis_matches_rescoring_its_text(model):
+    hypothesis = beam_search(
+        model, PROMPT, tokenizer=TOKENIZER, beam_width=3, max_new_tokens=12, min_new_tokens=12
+    ).best
+    from_search = profile_hypothesis(PROMPT, hypothesis)
+    rescored = profile_continuation(
+        model, PROMPT, hypothesis.text, tokenizer=TOKENIZER, finished=False
+    )
+    assert from_search.model_per_char == pytest.approx(rescored.model_per_char, abs=1e-5)
+    assert from_search == replace(rescored, model_per_char=from_search.model_per_char)
+
+
+def test_profile_of_a_finished_hypothesis_counts_the_end_token(model):
+    ending = " Mia played with the ball. In the end, Mia and Tom were the best of friends."
+    log_prob = text_log_prob(model, PROMPT + ending, tokenizer=TOKENIZER, end=True)
+    log_prob -= text_log_prob(model, PROMPT, tokenizer=TOKENIZER)
+    ids = (*TOKENIZER.encode(ending), TOKENIZER.boundary_id)
+    profile = profile_hypothesis(PROMPT, Hypothesis(ending, ids, log_prob, log_prob, True))
+    rescored = profile_continuation(model, PROMPT, ending, tokenizer=TOKENIZER, finished=True)
+    assert profile.model_per_char == pytest.approx(log_prob / (len(ending) + 1))
+    assert profile.model_per_char == pytest.approx(rescored.model_per_char, abs=1e-9)
+    assert profile.truth_per_char == rescored.truth_per_char > -math.inf
+
+
+def test_profile_of_a_hypothesis_rejects_bad_input():
+    with pytest.raises(TypeError, match="hypothesis must be a Hypothesis"):
+        profile_hypothesis(PROMPT, "Mia")
+    with pytest.raises(TypeError, match="prompt must be a str"):
+        profile_hypothesis(None, Hypothesis("a", (1,), -1.0, -1.0, False))
+    with pytest.raises(ValueError, match="at least one token"):
+        profile_hypothesis(PROMPT, Hypothesis("", (), 0.0, 0.0, False))
+
+
+def test_fixed_length_samples_never_end_and_score_the_models_own_log_probability():
+    # After 'a' the name ends with probability 0.5 and after 'b' with 0.9: forbidden here.
+    toy = toy_bigram([[0, 6, 4], [2, 1, 1], [9, 0, 1]])
+    samples = sample_fixed_length(
+        toy,
+        "",
+        tokenizer=TOY_SYMBOLS,
+        num_samples=200,
+        length=5,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert len(samples) == 200
+    for sample in samples:
+        assert len(sample.text) == sample.length == 5 and "·" not in sample.text
+        assert not sample.finished and sample.score == sample.log_prob
+        path = [TOY_SYMBOLS.boundary_id, *sample.token_ids]
+        # The model's own probabilities, not renormalised after the end was forbidden.
+        by_hand = sum(float(toy.log_probs[a, b]) for a, b in itertools.pairwise(path))
+        assert sample.log_prob == pytest.approx(by_hand, abs=1e-6)
+    # 'b' is never followed by 'a', so five letters allow a...ab...b: six names, all drawn.
+    assert {s.text for s in samples} == {"a" * i + "b" * (5 - i) for i in range(6)}
+
+
+def test_fixed_length_samples_draw_from_the_renormalised_distribution():
+    # After 'a': end 0.5, 'a' 0.25, 'b' 0.25; with the end forbidden, 'a' and 'b' get 0.5 each.
+    toy = toy_bigram([[0, 6, 4], [2, 1, 1], [9, 0, 1]])
+    samples = sample_fixed_length(
+        toy,
+        "a",
+        tokenizer=TOY_SYMBOLS,
+        num_samples=4000,
+        length=1,
+        generator=torch.Generator().manual_seed(1),
+    )
+    share_a = sum(s.text == "a" for s in samples) / len(samples)
+    assert abs(share_a - 0.5) < 4 * math.sqrt(0.25 / len(samples))
+
+
+def test_fixed_length_samples_equal_generate_when_the_end_is_impossible():
+    # No symbol is ever followed by the end: forbidding it changes nothing, so the draws match.
+    toy = toy_bigram([[0, 6, 4], [0, 1, 3], [0, 2, 1]])
+    settings = {"tokenizer": TOY_SYMBOLS, "generator": torch.Generator().manual_seed(2)}
+    samples = sample_fixed_length(toy, "b", num_samples=16, length=9, **settings)
+    settings["generator"] = torch.Generator().manual_seed(2)
+    drawn = generate(toy, ["b"] * 16, max_new_tokens=9, stop_at_boundary=False, **settings)
+    assert [s.text for s in samples] == drawn.texts
+
+
+def test_fixed_length_samples_on_the_gpt_are_seeded_and_rescore_exactly(model):
+    def draw(seed: int) -> list[Hypothesis]:
+        return sample_fixed_length(
+            model,
+            "Once",
+            tokenizer=TOKENIZER,
+            num_samples=6,
+            length=20,
+            generator=torch.Generator().manual_seed(seed),
+            progress=True,
+        )
+
+    first, again, other = draw(0), draw(0), draw(1)
+    assert [s.text for s in first] == [s.text for s in again]
+    assert [s.text for s in first] != [s.text for s in other]
+    prefix = text_log_prob(model, "Once", tokenizer=TOKENIZER)
+    for sample in first:
+        assert len(sample.text) == 20 and TOKENIZER.boundary not in sample.text
+        whole = text_log_prob(model, "Once" + sample.text, tokenizer=TOKENIZER)
+        assert sample.log_prob == pytest.approx(whole - prefix, abs=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"prompt": 3}, TypeError, "prompt must be a str"),
+        ({"prompt": "a·"}, ValueError, "must not contain the boundary"),
+        ({"num_samples": 0}, ValueError, "num_samples must be an int >= 1, got 0"),
+        ({"length": True}, ValueError, "length must be an int >= 1, got True"),
+        ({"generator": 7}, TypeError, "generator must be a torch.Generator"),
+        ({"tokenizer": TOKENIZER}, ValueError, "pass the tokenizer that came with the model"),
+    ],
+)
+def test_fixed_length_samples_reject_bad_arguments(kwargs, error, message):
+    settings = {
+        "prompt": "",
+        "tokenizer": TOY_SYMBOLS,
+        "num_samples": 2,
+        "length": 3,
+        "generator": torch.Generator().manual_seed(0),
+    } | kwargs
+    prompt = settings.pop("prompt")
+    with pytest.raises(error, match=message):
+        sample_fixed_length(toy_bigram([[0, 6, 4], [2, 1, 1], [9, 0, 1]]), prompt, **settings)
