@@ -22,9 +22,12 @@ therefore switches attention to the math backend, which is made of counted matri
 
 `count_operations` counts something else: the tensor operations a call starts, whatever their
 size. On a model this small a decoding step's time follows that count more than its FLOPs.
+`time_side_by_side` puts the clock beside the counts: it times two or more calls in
+alternation, round after round, so that their ratio is measured under the same conditions and
+its spread over the rounds shows the noise.
 
-This module is not about timing (see the lesson notebook) nor about the generation loop itself
-(`lessonlib.generation`); `generation_step_flops` mirrors that loop's cache rule step by step.
+This module is not about the generation loop itself (`lessonlib.generation`);
+`generation_step_flops` mirrors that loop's cache rule step by step.
 """
 
 from __future__ import annotations
@@ -32,8 +35,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lessonlib.model import GPTConfig
@@ -47,6 +51,7 @@ __all__ = [
     "generation_flops",
     "generation_step_flops",
     "measure_flops",
+    "time_side_by_side",
 ]
 
 
@@ -237,3 +242,36 @@ def count_operations(run: Callable[[], object]) -> Counter[str]:
         for event in profiler.events()
         if event.cpu_parent is None and event.name.startswith("aten::")
     )
+
+
+def time_side_by_side(
+    runs: Mapping[str, Callable[[], object]], *, rounds: int, progress: bool = False
+) -> dict[str, list[float]]:
+    """Seconds of each call in each of `rounds` rounds: the calls alternate, in a new order each round.
+
+    Every round runs every call once, so that a ratio of two calls' times in one round is
+    measured under the same load; the order rotates by one each round, so that no call always
+    runs first (after a pause) or last. `progress` shows a bar over the rounds (tqdm.auto).
+    """
+    if not isinstance(runs, Mapping) or not runs:
+        raise ValueError(f"runs must be a non-empty mapping of name to callable, got {runs!r}")
+    for name, run in runs.items():
+        if not callable(run):
+            raise TypeError(f"runs[{name!r}] must be callable, got {type(run).__name__}")
+    _check_count("rounds", rounds, 1)
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be a bool, got {progress!r}")
+    # Imported here: counting needs no progress bar.
+    from tqdm.auto import tqdm
+
+    names = list(runs)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    # leave=True: a bar that closes itself would leave a widget view in the notebook that never
+    # renders again.
+    for round_index in tqdm(range(rounds), desc="timing", leave=True, disable=not progress):
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            runs[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds

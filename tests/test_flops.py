@@ -1,8 +1,9 @@
-"""Counted work: the FLOP formulas of lessonlib.flops against torch's own FLOP counter."""
+"""Counted work: the FLOP formulas of lessonlib.flops against torch's own FLOP counter; the clock."""
 
 from __future__ import annotations
 
 import math
+import time
 from fractions import Fraction
 
 import pytest
@@ -19,6 +20,7 @@ from lessonlib.flops import (
     generation_flops,
     generation_step_flops,
     measure_flops,
+    time_side_by_side,
 )
 from lessonlib.generation import generate
 from lessonlib.model import GPT, GPTConfig
@@ -294,3 +296,32 @@ def test_a_cached_step_adds_three_operations_per_layer(odd_model):
     assert sum(cached.values()) - sum(bare.values()) == 3 * ODD.n_layer
     assert cached["aten::copy_"] == ODD.n_layer  # keys and values stored in one copy per layer
     assert bare["aten::linear"] == cached["aten::linear"] == 4 * ODD.n_layer + 1
+
+
+# ----- side-by-side timing -------------------------------------------------------------------
+
+
+def test_time_side_by_side_alternates_and_rotates_the_order():
+    calls = []
+    runs = {name: (lambda name=name: calls.append(name)) for name in ("a", "b", "c")}
+    seconds = time_side_by_side(runs, rounds=4)
+    assert calls == [*"abc", *"bca", *"cab", *"abc"]  # round r starts at run r mod 3
+    assert list(seconds) == ["a", "b", "c"]
+    assert all(len(times) == 4 and min(times) >= 0 for times in seconds.values())
+
+
+def test_time_side_by_side_measures_each_call():
+    seconds = time_side_by_side({"slow": lambda: time.sleep(0.02), "fast": lambda: None}, rounds=3)
+    assert min(seconds["slow"]) >= 0.02
+    assert all(fast < slow for fast, slow in zip(seconds["fast"], seconds["slow"]))
+
+
+def test_time_side_by_side_rejects_bad_input():
+    with pytest.raises(ValueError, match="runs must be a non-empty mapping"):
+        time_side_by_side({}, rounds=1)
+    with pytest.raises(TypeError, match=r"runs\['x'\] must be callable, got int"):
+        time_side_by_side({"x": 3}, rounds=1)
+    with pytest.raises(ValueError, match="rounds must be an int >= 1, got 0"):
+        time_side_by_side({"x": lambda: None}, rounds=0)
+    with pytest.raises(TypeError, match="progress must be a bool, got 1"):
+        time_side_by_side({"x": lambda: None}, rounds=1, progress=1)

@@ -46,13 +46,15 @@ def test_step_zero_has_an_empty_cache_and_no_work():
     assert state.step == 0 and state.max_step == 5
     assert state.newest_row is None and state.computed_rows == range(0)
     assert state.cumulative_work(True) == state.cumulative_work(False) == 0
-    assert state.savings_ratio is None
+    assert state.step_ratio is None and state.cumulative_ratio is None
     assert state.readout() == {
         "step": "step 0 / 5",
         "computed": "no token yet: nothing computed",
+        "step_work": "this step: 0 FLOPs with the cache, 0 without",
         "with": "cumulative work, cache on: 0 FLOPs",
         "without": "cumulative work, cache off: 0 FLOPs",
-        "ratio": "savings ratio: none yet",
+        "step_ratio": "per-step ratio: none yet",
+        "ratio": "cumulative ratio: none yet",
     }
 
 
@@ -114,13 +116,31 @@ def test_cumulative_work_adds_the_work_of_each_step():
     assert state.readout()["with"] == f"cumulative work, cache on: {with_cache:,} FLOPs"
 
 
-def test_savings_ratio_starts_at_one_and_grows():
+def test_cumulative_ratio_starts_at_one_and_grows():
     state = toy_state(tokens=12)
-    ratios = [state.set_step(s).savings_ratio for s in range(1, 13)]
+    ratios = [state.set_step(s).cumulative_ratio for s in range(1, 13)]
     assert ratios[0] == 1.0  # one token: both ways run the same single-token pass
     assert all(b > a for a, b in itertools.pairwise(ratios))
     last = state.set_step(12)
-    assert last.readout()["ratio"] == f"savings ratio {last.savings_ratio:.2f}×"
+    assert last.cumulative_ratio == last.cumulative_work(False) / last.cumulative_work(True)
+    assert last.readout()["ratio"] == (
+        f"cumulative ratio (steps 1 .. 12, off / on) {last.cumulative_ratio:.2f}×"
+    )
+
+
+def test_per_step_ratio_is_the_step_and_exceeds_the_cumulative_one():
+    """A pass over s tokens has s rows in every product where a cached step has one."""
+    state = toy_state(tokens=12)
+    for step in range(1, 13):
+        at = state.set_step(step)
+        without = forward_flops(CONFIG, past_tokens=0, new_tokens=step).total
+        with_cache = forward_flops(CONFIG, past_tokens=step - 1, new_tokens=1).total
+        assert at.step_ratio == without / with_cache == step
+        assert at.step_ratio >= at.cumulative_ratio  # equal only at step 1
+        assert at.readout()["step_work"] == (
+            f"this step: {with_cache:,} FLOPs with the cache, {without:,} without"
+        )
+    assert state.set_step(7).readout()["step_ratio"] == "per-step ratio (this step, off / on) 7.00×"
 
 
 def test_state_rejects_bad_input():
@@ -231,7 +251,9 @@ def test_cache_off_outlines_every_row_and_keeps_both_totals(model):
     assert stepper.with_label.value == with_cache
     expected = generation_flops(CONFIG, prompt_length=1, max_new_tokens=5, use_cache=False).total
     assert stepper.without_label.value == f"cumulative work, cache off: {expected:,} FLOPs"
-    assert stepper.ratio_label.value == f"<b>savings ratio {stepper.state.savings_ratio:.2f}×</b>"
+    assert stepper.ratio_label.value == f"<b>{stepper.state.readout()['ratio']}</b>"
+    assert stepper.step_ratio_label.value == "<b>per-step ratio (this step, off / on) 5.00×</b>"
+    assert stepper.step_work_label.value == stepper.state.readout()["step_work"]
 
 
 def test_slider_to_the_end_back_and_reset(model):
@@ -245,7 +267,8 @@ def test_slider_to_the_end_back_and_reset(model):
     assert (stepper.state.step, stepper.state.use_cache) == (0, True)
     assert (stepper.step_slider.value, stepper.cache_switch.value) == (0, True)
     assert filled_rows(stepper.images[0]) == 0 and outlined(stepper) == {}
-    assert stepper.ratio_label.value == "<b>savings ratio: none yet</b>"
+    assert stepper.ratio_label.value == "<b>cumulative ratio: none yet</b>"
+    assert stepper.step_ratio_label.value == "<b>per-step ratio: none yet</b>"
 
 
 def test_view_shows_as_its_widget(model):

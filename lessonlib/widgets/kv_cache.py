@@ -5,7 +5,9 @@ transition followed by one redraw, which updates the existing artists (two heatm
 row outlines) instead of re-plotting. The numbers in the cells are the model's own keys and
 values (one head of one layer, the first few dimensions); rows not yet in the cache are grey.
 The row computed at this step is outlined in gold; with the cache off, every older row is
-outlined too, in coral, because that step computes it all over again.
+outlined too, in coral, because that step computes it all over again. The readouts give this
+step's work both ways, the cumulative work both ways, and the two ratios (per step and
+cumulative), all counted FLOPs.
 
 The figure is an ipympl canvas built directly (not through pyplot), so constructing the view
 never displays anything; show it as a cell's last expression. Tests drive it headless through
@@ -68,8 +70,10 @@ class KVCacheStepper:
         )
         self.step_label = widgets.Label()
         self.computed_label = widgets.Label()
+        self.step_work_label = widgets.Label()
         self.with_label = widgets.Label()
         self.without_label = widgets.Label()
+        self.step_ratio_label = widgets.HTML()
         self.ratio_label = widgets.HTML()
         self.note_label = widgets.Label(
             value=f"{self.state.description}; gold: computed at this step; "
@@ -91,14 +95,16 @@ class KVCacheStepper:
                 self.cache_switch,
                 self.canvas,
                 widgets.HBox([self.step_label, self.computed_label]),
+                self.step_work_label,
                 self.with_label,
                 self.without_label,
-                self.ratio_label,
+                widgets.HBox([self.step_ratio_label, self.ratio_label]),
                 self.note_label,
                 self.output,
             ]
         )
         self.step_label.layout.margin = "0 2em 0 0"
+        self.step_ratio_label.layout.margin = "0 2em 0 0"
         self.render()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
@@ -164,8 +170,10 @@ class KVCacheStepper:
         readout = state.readout()
         self.step_label.value = readout["step"]
         self.computed_label.value = readout["computed"]
+        self.step_work_label.value = readout["step_work"]
         self.with_label.value = readout["with"]
         self.without_label.value = readout["without"]
+        self.step_ratio_label.value = f"<b>{readout['step_ratio']}</b>"
         self.ratio_label.value = f"<b>{readout['ratio']}</b>"
         self.back_button.disabled = state.step == 0
         self.next_button.disabled = state.step == state.max_step

@@ -7,7 +7,9 @@ At step s the model has read tokens 0 .. s-1. With the cache on, step s computes
 value of token s-1 only and reads the s-1 rows already cached; with the cache off, it runs the
 whole forward pass again and recomputes all s rows. The work numbers are those of
 `lessonlib.flops` for generating s tokens from a one-token prompt, so they are exact counts of
-matrix-multiply FLOPs, not estimates.
+matrix-multiply FLOPs, not estimates. Two ratios compare the ways: the per-step ratio (this
+step's work without the cache over its work with it: exactly s) and the cumulative ratio (the
+work of steps 1 .. s together: about s/2 while the weight matrices dominate).
 """
 
 from __future__ import annotations
@@ -142,14 +144,21 @@ class KVCacheStepperState:
         ).total
 
     @property
-    def savings_ratio(self) -> float | None:
-        """Cumulative work without the cache over work with it; None before any work."""
+    def step_ratio(self) -> float | None:
+        """This step's work without the cache over its work with it (exactly `step`); None at 0."""
+        if self.step == 0:
+            return None
+        return self.step_work(False) / self.step_work(True)
+
+    @property
+    def cumulative_ratio(self) -> float | None:
+        """Work of steps 1 .. step without the cache over the same with it; None at step 0."""
         if self.step == 0:
             return None
         return self.cumulative_work(False) / self.cumulative_work(True)
 
     def readout(self) -> dict[str, str]:
-        """The readouts as short strings: step, rows computed, both work totals, the ratio."""
+        """The readouts as short strings: step, rows computed, this step's work, totals, ratios."""
         computed = len(self.computed_rows)
         rows = "row" if computed == 1 else "rows"
         if self.step == 0:
@@ -159,13 +168,26 @@ class KVCacheStepperState:
             doing = f"cache on: this step computes K and V for {computed} {rows}, reuses {reused}"
         else:
             doing = f"cache off: this step recomputes K and V for all {computed} {rows}"
-        ratio = self.savings_ratio
+        step_ratio, cumulative_ratio = self.step_ratio, self.cumulative_ratio
         return {
             "step": f"step {self.step} / {self.max_step}",
             "computed": doing,
+            "step_work": (
+                f"this step: {self.step_work(True):,} FLOPs with the cache, "
+                f"{self.step_work(False):,} without"
+            ),
             "with": f"cumulative work, cache on: {self.cumulative_work(True):,} FLOPs",
             "without": f"cumulative work, cache off: {self.cumulative_work(False):,} FLOPs",
-            "ratio": "savings ratio: none yet" if ratio is None else f"savings ratio {ratio:.2f}×",
+            "step_ratio": (
+                "per-step ratio: none yet"
+                if step_ratio is None
+                else f"per-step ratio (this step, off / on) {step_ratio:.2f}×"
+            ),
+            "ratio": (
+                "cumulative ratio: none yet"
+                if cumulative_ratio is None
+                else f"cumulative ratio (steps 1 .. {self.step}, off / on) {cumulative_ratio:.2f}×"
+            ),
         }
 
 
