@@ -31,7 +31,9 @@ Definitions (the notebook states them too):
   in-grammar share.
 - entropy: how much choice each token had, in nats: under the sampling rule that drew it
   (`sampling_entropy`, 0 for greedy) or under the true grammar (`truth_entropy`).
-- standard error of a share p (loop, valid, in grammar) of n generations: sqrt(p(1-p)/n).
+- standard error of a share p (loop, valid, in grammar) of n generations: sqrt(p(1-p)/n); of
+  Self-BLEU, that of the mean of the per-generation scores (`self_bleu_scores`); of the Zipf
+  coefficient, a jackknife over generations (`zipf_standard_error`).
 
 Pure functions on strings and tensors, except `continuation_log_probs` (a batched forward pass of
 a model). Nothing here generates text (see `lessonlib.generation` and `lessonlib.beam_search`)
@@ -67,11 +69,13 @@ __all__ = [
     "format_table",
     "generation_log_probs",
     "loop_share",
+    "mean_standard_error",
     "measure_decoding",
     "nats_per_token",
     "perplexity",
     "sampling_entropy",
     "self_bleu",
+    "self_bleu_scores",
     "share_standard_error",
     "tokens_per_text",
     "truth_entropy",
@@ -79,6 +83,7 @@ __all__ = [
     "word_frequencies",
     "word_tokens",
     "zipf_coefficient",
+    "zipf_standard_error",
 ]
 
 _TOKEN = re.compile(r"[A-Za-z]+|[^\sA-Za-z]")
@@ -172,8 +177,8 @@ def bleu(
     return _bleu_from_counts(len(hypothesis), clipped, totals, [len(r) for r in references])
 
 
-def self_bleu(texts: Sequence[str], *, max_n: int = 4) -> float:
-    """Mean over `texts` of BLEU-max_n of each text (word_tokens) against all the others."""
+def self_bleu_scores(texts: Sequence[str], *, max_n: int = 4) -> list[float]:
+    """BLEU-max_n of each text (word_tokens) against all the others, in the order of `texts`."""
     texts = _check_texts(texts)
     _check_int("max_n", max_n, 1)
     if len(texts) < 2:
@@ -206,7 +211,26 @@ def self_bleu(texts: Sequence[str], *, max_n: int = 4) -> float:
             totals.append(sum(grams.values()))
         others = lengths[:index] + lengths[index + 1 :]
         scores.append(_bleu_from_counts(lengths[index], clipped, totals, others))
+    return scores
+
+
+def self_bleu(texts: Sequence[str], *, max_n: int = 4) -> float:
+    """Mean over `texts` of BLEU-max_n of each text (word_tokens) against all the others."""
+    scores = self_bleu_scores(texts, max_n=max_n)
     return sum(scores) / len(scores)
+
+
+def mean_standard_error(values: Sequence[float]) -> tuple[float, float]:
+    """The mean of `values` and its standard error sqrt(sample variance / n); NaN error for one."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("values must hold at least one number, got none")
+    n = len(values)
+    mean = math.fsum(values) / n
+    if n < 2:
+        return mean, math.nan
+    variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, math.sqrt(variance / n)
 
 
 def zipf_coefficient(frequencies: Mapping[str, float] | Sequence[float]) -> float:
@@ -225,6 +249,22 @@ def zipf_coefficient(frequencies: Mapping[str, float] | Sequence[float]) -> floa
     covariance = sum((a - mean_x) * (b - mean_y) for a, b in zip(x, y))
     variance = sum((a - mean_x) ** 2 for a in x)
     return -covariance / variance
+
+
+def zipf_standard_error(texts: Sequence[str]) -> float:
+    """Jackknife standard error of the Zipf coefficient of `texts`, one text left out at a time.
+
+    sqrt((n - 1) / n * sum((s_i - mean(s)) ** 2)), where s_i is the coefficient of the word
+    counts without text i: the generations, not the words, are the independent units.
+    """
+    texts = _check_texts(texts)
+    if len(texts) < 2:
+        raise ValueError(f"texts must hold at least 2 texts to leave one out, got {len(texts)}")
+    per_text = [word_frequencies([text]) for text in texts]
+    total = sum(per_text, Counter())
+    fits = [zipf_coefficient(total - counts) for counts in per_text]  # `-` drops zero counts
+    n, mean = len(fits), math.fsum(fits) / len(fits)
+    return math.sqrt((n - 1) / n * math.fsum((s - mean) ** 2 for s in fits))
 
 
 def perplexity(log_probs: Sequence[float], token_counts: Sequence[int]) -> float:
@@ -480,17 +520,20 @@ def _pooled_truth(truths: Sequence[TruthScore]) -> float:
 
 
 def format_table(
-    rows: Sequence[DegenerationRow], *, paper: Mapping[str, Mapping[str, float]] | None = None
+    rows: Sequence[DegenerationRow],
+    *,
+    paper: Mapping[str, tuple[str, Mapping[str, float]]] | None = None,
 ) -> str:
-    """The rows as a fixed-width text table; with `paper`, the paper's four values beside ours.
+    """The rows as a fixed-width text table; with `paper`, the paper's matched row beside ours.
 
-    `paper` maps a row's method to {"perplexity", "self_bleu", "zipf", "repetition"} (repetition
-    in percent, as the paper prints it); methods it lacks show "-".
+    `paper` maps a row's method to the paper's own label of the setting it stands for and that
+    row's {"perplexity", "self_bleu", "zipf", "repetition"} (repetition in percent, as the
+    paper prints it); methods it lacks show "-".
     """
     head = f"{'method':<16}{'n':>4}{'ppl':>8}{'Self-BLEU4':>12}{'Zipf':>7}{'loop %':>8}"
     head += f"{'dist-4':>8}{'valid %':>9}{'in-gram %':>10}{'true nats/ch':>13}"
     if paper is not None:
-        head += "  | paper: ppl  S-BLEU4  Zipf  loop %"
+        head += f"  | {'the paper:':<17}{'ppl':>6}{'S-BLEU4':>9}{'Zipf':>6}{'loop %':>8}"
     lines = [head, "-" * len(head)]
     for row in rows:
         line = (
@@ -499,12 +542,12 @@ def format_table(
             f"{100 * row.valid:>9.1f}{100 * row.in_grammar:>10.1f}{row.true_log_prob:>13.3f}"
         )
         if paper is not None:
-            ref = paper.get(row.method)
+            label, ref = paper.get(row.method, ("-", None))
             if ref is None:
-                line += f"  | {'-':>10}{'-':>9}{'-':>6}{'-':>8}"
+                line += f"  | {label:<17}{'-':>6}{'-':>9}{'-':>6}{'-':>8}"
             else:
                 line += (
-                    f"  | {ref['perplexity']:>10.2f}{ref['self_bleu']:>9.2f}"
+                    f"  | {label:<17}{ref['perplexity']:>6.2f}{ref['self_bleu']:>9.2f}"
                     f"{ref['zipf']:>6.2f}{ref['repetition']:>8.2f}"
                 )
         lines.append(line)

@@ -18,17 +18,20 @@ from lessonlib.degeneration import (
     format_table,
     generation_log_probs,
     loop_share,
+    mean_standard_error,
     measure_decoding,
     nats_per_token,
     perplexity,
     sampling_entropy,
     self_bleu,
+    self_bleu_scores,
     share_standard_error,
     truth_entropy,
     truth_score,
     word_frequencies,
     word_tokens,
     zipf_coefficient,
+    zipf_standard_error,
 )
 from lessonlib.generation import generate
 from lessonlib.scoring import model_char_log_probs, truth_char_log_probs
@@ -167,7 +170,17 @@ def test_self_bleu_is_the_mean_of_bleu_against_the_others():
     tokens = [word_tokens(t) for t in texts]
     naive = [bleu(tokens[i], tokens[:i] + tokens[i + 1 :]) for i in range(len(texts))]
     assert self_bleu(texts) == pytest.approx(sum(naive) / len(naive))
+    assert self_bleu_scores(texts) == pytest.approx(naive)
     assert naive[0] == pytest.approx(1.0) and 0.0 < naive[4] < 1.0
+
+
+def test_mean_standard_error():
+    assert mean_standard_error([1.0, 2.0, 3.0, 6.0]) == pytest.approx((3.0, math.sqrt(14 / 3 / 4)))
+    assert mean_standard_error([2.0, 2.0]) == (2.0, 0.0)
+    mean, error = mean_standard_error([5])
+    assert mean == 5.0 and math.isnan(error)
+    with pytest.raises(ValueError, match="at least one number"):
+        mean_standard_error([])
 
 
 def test_self_bleu_needs_two_texts():
@@ -196,6 +209,24 @@ def test_zipf_of_flat_counts_is_zero_and_bad_input():
         zipf_coefficient({"a": 3})
     with pytest.raises(ValueError, match="positive numbers"):
         zipf_coefficient([3, 0])
+
+
+def test_zipf_standard_error_is_the_jackknife_over_texts():
+    texts = ["the cat and the dog", "the dog ran", "a cat sat on the mat", "the end"]
+    total = word_frequencies(texts)
+    fits = [zipf_coefficient(total - word_frequencies([text])) for text in texts]
+    mean = sum(fits) / len(fits)
+    expected = math.sqrt(3 / 4 * sum((s - mean) ** 2 for s in fits))
+    assert zipf_standard_error(texts) == pytest.approx(expected) and expected > 0
+    # Identical texts: leaving any one out changes nothing.
+    assert zipf_standard_error([STORY] * 3) == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="at least 2 texts"):
+        zipf_standard_error([STORY])
+
+
+def test_zipf_standard_error_shrinks_with_more_texts():
+    stories = tinytales.generate_stories(200, seed=5)
+    assert zipf_standard_error(stories) < zipf_standard_error(stories[:20])
 
 
 # --- perplexity ----------------------------------------------------------------------------
@@ -405,12 +436,13 @@ def test_measure_decoding_bad_lengths():
 def test_format_table_puts_the_paper_beside_ours():
     row = DegenerationRow("greedy", 8, 1.06, 0.7, 1.5, 0.875, 0.3, 0.0, 1.0, -0.07)
     other = DegenerationRow("ours only", 8, 1.1, 0.6, 1.1, 0.0, 0.7, 0.5, 0.6, math.nan)
-    paper = {"greedy": {"perplexity": 1.5, "self_bleu": 0.5, "zipf": 1.0, "repetition": 73.66}}
-    table = format_table([row, other], paper=paper)
+    values = {"perplexity": 1.5, "self_bleu": 0.5, "zipf": 1.0, "repetition": 73.66}
+    table = format_table([row, other], paper={"greedy": ("Greedy", values)})
     lines = table.splitlines()
     assert "paper" in lines[0] and len(lines) == 4
-    assert "73.66" in lines[2] and "87.5" in lines[2]
-    assert lines[3].rstrip().endswith("-") and "nan" in lines[3]
+    assert "87.5" in lines[2].split("|")[0]
+    assert lines[2].split("|")[1].split() == ["Greedy", "1.50", "0.50", "1.00", "73.66"]
+    assert lines[3].split("|")[1].split() == ["-"] * 5 and "nan" in lines[3]
     assert "paper" not in format_table([row])
 
 

@@ -1,30 +1,55 @@
-"""The degeneration lab: the command at a tiny size, its agreement with the notebook's code path."""
+"""The degeneration lab: the command at a tiny size, its agreement with the notebook's code path,
+the stock sentence's repetitions, and the shipped full-size results file (regenerated, slow)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+import torch
 
+from lessonlib import tinytales
 from lessonlib.checkpoint import load_model
+from lessonlib.degeneration import self_bleu, word_frequencies, zipf_coefficient
 from lessonlib.degeneration_lab import (
     BEAM,
+    BEAM_FIXED,
+    DEFAULT_BEAM_PROMPTS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PROMPT_CHARS,
+    DEFAULT_SAMPLES,
     ORDER,
     PAPER,
+    PAPER_BESIDE,
+    PAPER_LEFT_OUT,
+    PAPER_ROW,
+    REPEATS,
+    RESULTS_PATH,
     SEEDS,
     SETTINGS,
+    STORY_SEED,
+    TOP_K,
     decoding_outputs,
+    format_repetition,
+    format_results,
     held_out_stories,
+    lab_results,
+    load_results,
     main,
     measure_methods,
     nats_per_method,
+    repetition_probs,
+    results_rows,
     run_beam_search,
     run_lab,
     sample_method,
+    stock_sentence_frame,
 )
+from lessonlib.scoring import model_char_log_probs
 
-# A tiny size: a second or two per run on 2 cores.
-TINY = {"samples": 3, "beam_prompts": 2, "max_new_tokens": 160, "prompt_chars": 160}
+# A tiny size: a few seconds per run on 2 cores.
+TINY = {"samples": 3, "beam_prompts": 2, "max_new_tokens": 60, "prompt_chars": 160}
 TINY_ARGS = ["--samples", "3", "--beam-prompts", "2", "--max-new-tokens", "40"]
 
 
@@ -44,8 +69,19 @@ def test_every_method_has_a_setting_a_seed_and_a_row():
     # The seeds the notebook first drew: pure sampling 1, then the others in order from 2.
     rest = [method for method in SETTINGS if method != "pure sampling"]
     assert SEEDS == {"pure sampling": 1} | {m: 2 + list(SETTINGS).index(m) for m in rest}
-    assert ORDER[:3] == ["human", "greedy", BEAM] and set(ORDER) == {"human", BEAM, *SETTINGS}
-    assert len(ORDER) == len(set(ORDER)) and set(PAPER) <= set(ORDER)
+    assert ORDER[:4] == ["human", "greedy", BEAM, BEAM_FIXED]
+    assert set(ORDER) == {"human", BEAM, BEAM_FIXED, *SETTINGS} and len(ORDER) == len(set(ORDER))
+
+
+def test_the_papers_rows_keep_the_papers_labels_and_settings():
+    # Every paper row we show stands beside exactly one of ours, under the paper's own label.
+    assert set(PAPER_ROW) <= set(ORDER) and sorted(PAPER_ROW.values()) == sorted(PAPER)
+    assert PAPER_ROW[f"top-k={TOP_K}"] == "Top-k=40" and "Top-k=40, t=0.7" in PAPER
+    assert not any(f"k={TOP_K}" in label for label in PAPER)
+    assert PAPER_BESIDE[f"top-k={TOP_K}"] == ("Top-k=40", PAPER["Top-k=40"])
+    assert {"Stochastic Beam, b=16", "Top-k=640"} <= set(PAPER_LEFT_OUT)
+    assert any("HUSE" in label for label in PAPER_LEFT_OUT)
+    assert PAPER["Greedy"]["repetition"] == 73.66 and PAPER["Human"]["perplexity"] == 12.38
 
 
 def test_held_out_stories_split_at_the_prompt_length():
@@ -67,10 +103,16 @@ def test_the_runner_is_the_notebooks_code_path(shipped, tiny_run):
         if method not in generations:
             generations[method] = sample_method(model, prompts, method, **kwargs)
     beams = run_beam_search(model, prompts[: TINY["beam_prompts"]], **kwargs)
-    outputs = decoding_outputs(model, prompts, human, generations, beams, tokenizer=tokenizer)
+    fixed = run_beam_search(model, prompts[: TINY["beam_prompts"]], fixed_length=True, **kwargs)
+    outputs = decoding_outputs(
+        model, prompts, human, generations, beams, tokenizer=tokenizer, fixed_beams=fixed
+    )
     rows = measure_methods(outputs)
     assert list(rows) == ORDER == list(tiny_run.rows)
     assert rows == tiny_run.rows
+    # Without the fixed-length search its row is left out, and only it.
+    fewer = decoding_outputs(model, prompts, human, generations, beams, tokenizer=tokenizer)
+    assert list(measure_methods(fewer)) == [m for m in ORDER if m != BEAM_FIXED]
     assert tiny_run.prompts == prompts and tiny_run.human == human
     assert rows[BEAM].generations == TINY["beam_prompts"]
     assert rows["greedy"].generations == TINY["samples"]
@@ -84,27 +126,39 @@ def test_the_runner_is_deterministic_and_seeded_per_method(shipped, tiny_run):
     assert texts == {method: tuple(g.texts) for method, g in again.generations.items()}
     # Two sampling methods at temperature 1 would agree only if they shared a seed.
     assert texts["pure sampling"] != texts["sampling t=0.9"]
-    assert set(tiny_run.timings) == {*SETTINGS, BEAM}
+    assert set(tiny_run.timings) == {*SETTINGS, BEAM, BEAM_FIXED}
 
 
-def test_the_command_prints_every_row_beside_the_paper(capsys):
-    main(TINY_ARGS)
+def test_the_fixed_length_beam_never_ends_the_story(tiny_run):
+    assert len(tiny_run.fixed_beams) == TINY["beam_prompts"]
+    for result in tiny_run.fixed_beams:
+        assert result.stop_reason == "max_new_tokens" and not result.best.finished
+        assert len(result.best.text) == TINY["max_new_tokens"]
+    assert tiny_run.rows[BEAM_FIXED].valid == 0.0
+
+
+def test_the_command_prints_every_row_beside_the_paper_and_writes_its_results(capsys, tmp_path):
+    target = tmp_path / "results.json"
+    main([*TINY_ARGS, "--write", str(target)])
     printed = capsys.readouterr().out
     lines = printed.splitlines()
-    table = [line for line in lines if "|" in line]
-    assert [line[:16].rstrip() for line in table[1:]] == ORDER
-    for method, values in PAPER.items():
-        (row,) = [line for line in table if line[:16].rstrip() == method]
-        assert f"{values['repetition']:.2f}" in row.split("|")[1]
-        assert f"{values['perplexity']:.2f}" in row.split("|")[1]
+    beside = [line for line in lines if "|" in line]
+    assert [line[:16].rstrip() for line in beside[1:]] == ORDER
+    for ours, (label, values) in PAPER_BESIDE.items():
+        (row,) = [line for line in beside if line[:16].rstrip() == ours]
+        assert row.split("|")[1].split()[-4:] == [
+            f"{values[name]:.2f}" for name in ("perplexity", "self_bleu", "zipf", "repetition")
+        ]
+        assert label in row
     assert "generations per method: 3" in printed and "the first 2 prompts" in printed
-    errors = lines[lines.index(next(line for line in lines if "sqrt(p(1-p)/n)" in line)) + 3 :]
-    assert [line[:16].rstrip() for line in errors[: len(ORDER)]] == ORDER
-    assert "rule of three" in printed and "total:" in printed
-    start = lines.index(next(line for line in lines if line.startswith("log-probability under")))
-    nats = lines[start + 1 : start + 1 + len(ORDER)]
-    assert [line[2:18].rstrip() for line in nats] == ORDER
-    assert nats[0].endswith("(1.00 x human)") and all(" +- " in line for line in nats)
+    start = lines.index(
+        next(line for line in lines if line.startswith("method") and "+-" not in line)
+    )
+    assert [line[:16].rstrip() for line in lines[start + 2 : start + 2 + len(ORDER)]] == ORDER
+    assert "rule of three" in printed and "Stochastic Beam" in printed and "total:" in printed
+    assert "stock sentence" in printed and f"wrote {target}" in printed
+    written = load_results(target)
+    assert written["sizes"]["samples"] == 3 and list(written["rows"]) == ORDER
 
 
 def test_nats_per_method_are_the_log_of_each_rows_perplexity(tiny_run):
@@ -152,3 +206,103 @@ def test_beam_search_in_chunks_finds_what_one_batch_finds(shipped, monkeypatch):
     assert len(chunked) == len(prompts)
     assert [b.best.text for b in chunked] == [b.best.text for b in together]
     assert [b.best.log_prob for b in chunked] == pytest.approx([b.best.log_prob for b in together])
+
+
+def test_stock_sentence_frame_ends_where_the_middle_begins():
+    stories = tinytales.generate_stories(40, seed=STORY_SEED)
+    for story in stories:
+        frame, sentence = stock_sentence_frame(story)
+        assert story.startswith(frame) and frame.endswith("'")
+        hero = frame.split(" named ")[1].split(".")[0]
+        assert sentence.startswith(f" {hero} played with the ")
+        # The frame ends with the greeting, so the stock sentence may follow, again and again.
+        assert frame.endswith((".'", "!'")) and frame.count("'") == 2
+        assert tinytales.longest_possible_prefix(frame + sentence * 3) == len(frame + sentence * 3)
+    with pytest.raises(ValueError, match="whole frame"):
+        stock_sentence_frame("Mia played with the ball.")
+
+
+def test_repetition_probs_model_and_truth(shipped):
+    model, tokenizer = shipped
+    stories = tinytales.generate_stories(2, seed=STORY_SEED)
+    frames, sentences = zip(*map(stock_sentence_frame, stories))
+    model_probs, truth = repetition_probs(model, frames, sentences, tokenizer=tokenizer, repeats=4)
+    assert model_probs.shape == truth.shape == (2, 4) and model_probs.dtype == torch.float64
+    # The grammar's probability: the first saying is the first middle sentence; after it, each
+    # saying also needs "another sentence" (CONTINUE_PROB) and is then the same every time.
+    assert truth[:, 1:] == pytest.approx(truth[:, 1:2].expand(2, 3))
+    assert truth[:, 1] == pytest.approx(truth[:, 0] * tinytales.CONTINUE_PROB)
+    # The model's: the product of its character probabilities over each saying.
+    frame, sentence = frames[0], sentences[0]
+    chars = model_char_log_probs(model, frame + sentence * 4, tokenizer=tokenizer)[len(frame) :]
+    expected = chars.view(4, -1).sum(-1).exp()
+    assert model_probs[0] == pytest.approx(expected, rel=1e-5)
+    alone, none = repetition_probs(
+        model, frames, sentences, tokenizer=tokenizer, repeats=4, truth=False
+    )
+    assert none is None and torch.equal(alone, model_probs)
+    # A sentence the grammar cannot say there has probability 0 under the truth, not an error.
+    _, impossible = repetition_probs(model, frames[:1], [" Zzz."], tokenizer=tokenizer, repeats=2)
+    assert impossible.tolist() == [[0.0, 0.0]]
+    with pytest.raises(ValueError, match="repeats must be an int >= 1"):
+        repetition_probs(model, frames, sentences, tokenizer=tokenizer, repeats=0)
+    with pytest.raises(ValueError, match="equally many"):
+        repetition_probs(model, frames, sentences[:1], tokenizer=tokenizer)
+
+
+def test_lab_results_round_trip_and_agree_with_the_rows(tiny_run):
+    results = lab_results(tiny_run)
+    assert json.loads(json.dumps(results)) == results
+    assert results["sizes"] == {
+        "seed": STORY_SEED,
+        "samples": 3,
+        "beam_prompts": 2,
+        "max_new_tokens": TINY["max_new_tokens"],
+        "prompt_chars": 160,
+        "repeats": REPEATS,
+    }
+    assert list(results["rows"]) == ORDER
+    for method, row in results_rows(results).items():
+        ours = tiny_run.rows[method]
+        assert row.generations == ours.generations and row.repetition == ours.repetition
+        assert row.valid == ours.valid and row.in_grammar == ours.in_grammar
+        assert row.perplexity == pytest.approx(ours.perplexity, abs=1e-5)
+        assert row.zipf == pytest.approx(ours.zipf, abs=1e-5)
+        texts = tiny_run.outputs[method]["texts"]
+        assert results["rows"][method]["self_bleu"] == pytest.approx(self_bleu(texts), abs=1e-5)
+        assert row.zipf == pytest.approx(zipf_coefficient(word_frequencies(texts)), abs=1e-5)
+        assert results["rows"][method]["nats"] == pytest.approx(math.log(ours.perplexity), abs=1e-5)
+    repetition = results["repetition"]
+    assert repetition["stories"] == 3 and len(repetition["model"]) == REPEATS
+    assert repetition["rise_from_second"][1] == 0.0 and repetition["truth_spread"] < 1e-9
+    assert results["beam_stop_reasons"][BEAM_FIXED] == {"max_new_tokens": 2}
+    table = format_results(results).splitlines()
+    assert [line[:16].rstrip() for line in table[2 : 2 + len(ORDER)]] == ORDER
+    assert "rule of three" in table[-1]
+    saying = format_repetition(results).splitlines()
+    assert [line.split()[0] for line in saying[2:]] == ["1", "2", "5", "10"]
+
+
+@pytest.mark.slow
+def test_the_shipped_results_file_is_what_the_command_computes(shipped):
+    # The notebook reads RESULTS_PATH; regenerate it at the command's default sizes (about
+    # 1.5 minutes on 2 cores) and compare every number exactly.
+    model, tokenizer = shipped
+    shipped_results = load_results(RESULTS_PATH)
+    assert shipped_results["sizes"] == {
+        "seed": STORY_SEED,
+        "samples": DEFAULT_SAMPLES,
+        "beam_prompts": DEFAULT_BEAM_PROMPTS,
+        "max_new_tokens": DEFAULT_MAX_NEW_TOKENS,
+        "prompt_chars": DEFAULT_PROMPT_CHARS,
+        "repeats": REPEATS,
+    }
+    run = run_lab(
+        model,
+        tokenizer,
+        samples=DEFAULT_SAMPLES,
+        beam_prompts=DEFAULT_BEAM_PROMPTS,
+        max_new_tokens=DEFAULT_MAX_NEW_TOKENS,
+        prompt_chars=DEFAULT_PROMPT_CHARS,
+    )
+    assert json.loads(json.dumps(lab_results(run))) == shipped_results
