@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
 from lessonlib.beam_search import BeamSearchResult, Hypothesis
 from lessonlib.generation import (
@@ -25,6 +24,7 @@ from lessonlib.generation import (
     torch_threads,
 )
 from lessonlib.metrics import Cycle, find_cycle, repetition_rate
+from lessonlib.progress import progress_bar
 from lessonlib.sampling import sample_next
 from lessonlib.scoring import model_char_log_probs, truth_char_log_probs
 from lessonlib.tokenizer import CharTokenizer
@@ -145,7 +145,7 @@ def sample_fixed_length(
     reserve_cache(kv_cache, start + length, block_size=model.block_size)
     log_probs = torch.zeros(num_samples, dtype=torch.float64)
     fresh = start
-    steps = tqdm(range(length), desc="sampling", leave=False, disable=not progress)
+    steps = progress_bar(range(length), desc="sampling", show=progress)
     # One thread, whatever the batch: on a busy shared machine two spin-waiting threads were
     # far slower (lesson 06's 128 samples: 104 s against 16 s at a load of 12 on 2 cores).
     with torch_threads(GENERATION_THREADS):

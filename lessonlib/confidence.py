@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lessonlib import tinytales
 from lessonlib.generation import LanguageModel, generate
 from lessonlib.metrics import distinct_n, repetition_rate
+from lessonlib.progress import progress_bar
 from lessonlib.sampling import filter_top_k, filter_top_p
 from lessonlib.temperature_sweep import SampleScores, score_samples, setting_label
 from lessonlib.tokenizer import CharTokenizer
@@ -193,7 +193,7 @@ def setting_sweep(
     seeds = torch.randint(
         0, 2**31 - 1, (len(starts),), generator=torch.Generator().manual_seed(seed)
     )
-    bar = tqdm(total=samples * len(settings), unit="story", leave=False, disable=not progress)
+    bar = progress_bar(total=samples * len(settings), unit="story", show=progress)
     rows = []
     for setting, label in zip(settings, labels):
         texts: list[str] = []

@@ -30,7 +30,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lessonlib import tinytales
 from lessonlib.beam_search import BeamSearchResult, beam_search_many
@@ -54,6 +53,7 @@ from lessonlib.degeneration import (
 from lessonlib.generation import Generation, LanguageModel, generate
 from lessonlib.metrics import find_cycle, repetition_rate
 from lessonlib.paths import DATA_DIR
+from lessonlib.progress import progress_bar
 from lessonlib.scoring import truth_char_log_probs
 from lessonlib.tokenizer import CharTokenizer
 
@@ -386,7 +386,7 @@ def run_lab(
     results, timings = {}, {}
     # Without a terminal (a log, a test) the bar is off: disable=None asks tqdm to check (in a
     # notebook, tqdm.auto's widget bar always shows).
-    bar = tqdm(work, desc="generating", leave=False, disable=None if progress else True)
+    bar = progress_bar(work, desc="generating", show=None if progress else False)
     for method in bar:
         bar.set_postfix_str(method)
         start = time.perf_counter()

@@ -41,6 +41,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from lessonlib.model import GPTConfig
+from lessonlib.progress import progress_bar
 
 __all__ = [
     "ForwardFlops",
@@ -261,14 +262,9 @@ def time_side_by_side(
     _check_count("rounds", rounds, 1)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {progress!r}")
-    # Imported here: counting needs no progress bar.
-    from tqdm.auto import tqdm
-
     names = list(runs)
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    # leave=True: a bar that closes itself would leave a widget view in the notebook that never
-    # renders again.
-    for round_index in tqdm(range(rounds), desc="timing", leave=True, disable=not progress):
+    for round_index in progress_bar(range(rounds), desc="timing", show=progress):
         shift = round_index % len(names)
         for name in names[shift:] + names[:shift]:
             start = time.perf_counter()

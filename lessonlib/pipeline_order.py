@@ -29,7 +29,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lessonlib.generation import (
     GENERATION_THREADS,
@@ -38,6 +37,7 @@ from lessonlib.generation import (
     generate,
     torch_threads,
 )
+from lessonlib.progress import progress_bar
 from lessonlib.sampling import (
     apply_temperature,
     filter_top_k,
@@ -398,7 +398,7 @@ def record_steps(
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     logits, contexts, lengths, texts = [], [], [], []
     sizes = [min(batch_size, stories - start) for start in range(0, stories, batch_size)]
-    for size in tqdm(sizes, desc="stories", unit="batch", leave=False, disable=not progress):
+    for size in progress_bar(sizes, desc="stories", unit="batch", show=progress):
         generation = generate(
             model,
             [""] * size,

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lessonlib import tinytales
 from lessonlib.distributions import tail_mass
 from lessonlib.generation import Generation, LanguageModel, generate, torch_threads
+from lessonlib.progress import progress_bar
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [
@@ -376,7 +376,7 @@ def paired_top_k(
         raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
     sizes = [min(chunk_size, samples - start) for start in range(0, samples, chunk_size)]
     arms: dict[int | None, list[Generation]] = {None: [], k: []}
-    bar = tqdm(total=2 * len(sizes), desc="generating", leave=False, disable=not progress)
+    bar = progress_bar(total=2 * len(sizes), desc="generating", show=progress)
     with torch_threads(1):
         for index, size in enumerate(sizes):
             for top_k, parts in arms.items():

@@ -21,12 +21,12 @@ from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lessonlib import tinytales
 from lessonlib.distributions import entropy
 from lessonlib.generation import LanguageModel, generate
 from lessonlib.metrics import distinct_n, find_cycle, repetition_rate
+from lessonlib.progress import progress_bar
 from lessonlib.sampling import check_temperature, sampling_probs
 from lessonlib.tokenizer import CharTokenizer
 
@@ -253,8 +253,8 @@ def sampler_sweep(
     batch_size = _check_count(batch_size, "batch_size", allow_none=True) or samples
     settings = list(settings)
     labels = [setting_label(setting) for setting in settings]  # rejects unknown keys up front
-    bar = tqdm(
-        total=samples * len(settings), unit="story", disable=not progress, desc="stories drawn"
+    bar = progress_bar(
+        total=samples * len(settings), unit="story", show=progress, desc="stories drawn"
     )
     rows = []
     for setting, label in zip(settings, labels):

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from lessonlib import tinytales
 from lessonlib.checkpoint import save_checkpoint
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.paths import DATA_DIR
+from lessonlib.progress import progress_bar
 from lessonlib.tokenizer import CharTokenizer
 
 
@@ -159,7 +159,7 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
             "val_loss": round(story_loss(model, tokenizer, val_stories), 4),
         }
     ]
-    bar = tqdm(range(settings.steps), desc="training", disable=not progress)
+    bar = progress_bar(range(settings.steps), desc="training", show=progress)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, settings)

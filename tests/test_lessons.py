@@ -204,6 +204,14 @@ def test_stated_time_is_the_measured_time(path: Path) -> None:
     assert readme_times().get(path.stem) == measured, "README's course map disagrees"
 
 
+def test_readme_states_the_course_total() -> None:
+    times = [t for t in readme_times().values() if t is not None]
+    main, deeper = sum(t[0] for t in times), sum(t[1] for t in times)
+    readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"In all: {main} minutes of\nmain path" in readme
+    assert f"and {deeper} minutes of *Going deeper*" in readme
+
+
 # ----- a way through -----------------------------------------------------------------------------
 
 

@@ -247,11 +247,17 @@ def test_view_explains_unreadable_input_and_escapes_it() -> None:
     assert "&lt;b&gt;" in view.feedback.value
 
 
-def test_view_check_button_grades_what_is_typed() -> None:
+def test_view_check_button_grades_new_text_and_ignores_a_stale_click() -> None:
     view = QuizView(COUNT)
-    view.answer_box.value = "4"
-    view.feedback.value = ""
+    view.check_button.click()  # nothing typed yet: told how to answer, not counted
+    assert "empty answer" in view.feedback.value and view.attempts.wrong == 0
+    view.submit("3")
+    assert "Not quite." in view.feedback.value
+    # A click that arrives before the browser sends the new text sees the old one: no regrade.
+    view.feedback.value = "unchanged"
     view.check_button.click()
+    assert view.feedback.value == "unchanged" and view.attempts.wrong == 1
+    view.answer_box.value = "4"  # the new text arrives and is graded
     assert "Correct." in view.feedback.value
     assert view.last_grade is not None and view.last_grade.value == 4
 

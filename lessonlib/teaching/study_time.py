@@ -78,8 +78,8 @@ def _run_seconds(cell: dict) -> float:
     start, end = timing.get("iopub.execute_input"), timing.get("shell.execute_reply")
     if not (start and end):
         return 0.0
-    parse = lambda stamp: datetime.fromisoformat(stamp.replace("Z", "+00:00"))  # noqa: E731
-    return max(0.0, (parse(end) - parse(start)).total_seconds())
+    seconds = (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+    return max(0.0, seconds)
 
 
 def _output_text(cell: dict) -> str:

@@ -81,7 +81,7 @@ class QuizView:
         self.feedback = widgets.HTMLMath(value="")
         # Errors inside callbacks would otherwise vanish into the kernel log.
         self.errors = widgets.Output()
-        self.check_button.on_click(lambda _button: self._guarded(self.check))
+        self.check_button.on_click(lambda _button: self._guarded(self._check_if_new))
         self.reveal_button.on_click(lambda _button: self._guarded(self.reveal))
         self.answer_box.observe(lambda _change: self._guarded(self.check), names="value")
         controls = widgets.HBox([self.answer_box, self.check_button, self.reveal_button])
@@ -99,6 +99,17 @@ class QuizView:
         # Shown once the learner may ask for the answer; hidden again once they found it.
         self.reveal_button.layout.display = None if self.attempts.can_reveal else "none"
         return result
+
+    def _check_if_new(self) -> None:
+        """The Check button: grade the box unless its text was graded last.
+
+        The browser sends a widget's new value and a button's click separately, and holds the
+        value back while an earlier update is unanswered, so a click can arrive before the text
+        typed just before it. Grading the old text again would show a stale verdict; the new text
+        is graded by the value observer when it arrives.
+        """
+        if self.answer_box.value != self.attempts.last_response:
+            self.check()
 
     def submit(self, text: str) -> Grade:
         """Type `text` into the answer box and check it (for tests and demos); returns the Grade."""
