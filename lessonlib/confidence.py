@@ -7,10 +7,11 @@ exceeds a threshold; "uncertain" means high entropy. The kept sets come from `le
 (`filter_top_k`, `filter_top_p`), so the counts are exactly what the sampler keeps.
 
 For whole stories, `setting_sweep` draws and scores stories per sampler setting (scored with
-`lessonlib.temperature_sweep.score_samples`), and `paired_difference` compares two of its rows
-with a standard error. Every setting draws from generators seeded alike, so story i of two
+`lessonlib.temperature_sweep.score_samples`), `paired_difference` compares two of its rows
+with a standard error (`format_paired` prints several such comparisons), and `ending_cut`
+reads the model over drawn stories to see whether a nucleus kept the grammar's endings. Every setting draws from generators seeded alike, so story i of two
 settings shares its random numbers: the per-story differences are paired, and their spread, not
-the spread of each row, decides whether a difference is noise. This module draws nothing.
+the spread of each row, decides whether a difference is noise. This module draws nothing but what `setting_sweep` asks `generate` for.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.generation import LanguageModel, generate
+from lessonlib.generation import GENERATION_THREADS, LanguageModel, generate, torch_threads
 from lessonlib.metrics import distinct_n, repetition_rate
 from lessonlib.progress import progress_bar
 from lessonlib.sampling import filter_top_k, filter_top_p
@@ -33,9 +34,12 @@ from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [
     "MEASURES",
+    "EndingCut",
     "Kept",
     "Paired",
     "confident_step",
+    "ending_cut",
+    "format_paired",
     "format_with_se",
     "kept_by_top_k",
     "kept_by_top_p",
@@ -353,3 +357,127 @@ def format_with_se(rows: Sequence[SampleScores], *, prompt: str) -> str:
             f"{distinct:>7.3f} ({distinct_se:.3f})"
         )
     return "\n".join(lines)
+
+
+_MEASURE_NAMES = {
+    "valid": "valid",
+    "repetition": "repeated 4-grams",
+    "distinct_2": "distinct-2",
+    "distinct_4": "distinct-4",
+}
+
+
+def format_paired(
+    rows: Sequence[SampleScores],
+    pairs: Sequence[tuple[str, str]],
+    *,
+    prompt: str,
+    measures: Sequence[str] = ("valid", "distinct_2"),
+) -> str:
+    """A text table of paired differences `first - second` between rows of one sweep, by label.
+
+    Each cell gives the difference, its standard error and the difference in standard errors
+    (beyond noise when that is more than 2 in size); see `paired_difference`.
+    """
+    by_label = {row.label: row for row in rows}
+    measures = [_check_measure(measure) for measure in measures]
+    names = [f"{first} - {second}" for first, second in pairs]
+    for label in (label for pair in pairs for label in pair):
+        if label not in by_label:
+            raise ValueError(f"pairs name the label {label!r}; the rows have {sorted(by_label)}")
+    width = max([len("paired difference")] + [len(name) for name in names])
+    columns = [f"{_MEASURE_NAMES[measure]} (se, in se)" for measure in measures]
+    cell_width = max([22] + [len(column) for column in columns])
+    lines = [f"{'paired difference':<{width}}" + "".join(f"  {c:>{cell_width}}" for c in columns)]
+    for name, (first, second) in zip(names, pairs):
+        line = f"{name:<{width}}"
+        for measure in measures:
+            d = paired_difference(by_label[first], by_label[second], prompt=prompt, measure=measure)
+            in_se = f"{d.difference / d.se:+.1f}" if d.se > 0 else "exact"
+            line += f"  {f'{d.difference:+.3f} ({d.se:.3f}, {in_se})':>{cell_width}}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# ----- where a nucleus cuts the ending ------------------------------------------------------------
+
+# How the grammar's three endings begin after a middle sentence; "That" shares "Th" with the
+# middle sentence "The {animal} was very ...", so its first own letter is the "a" after "Th".
+_ENDING = "In the end"
+
+
+@dataclass(frozen=True)
+class EndingCut:
+    """Where the grammar allowed a story to end, what a top-p nucleus kept of the endings."""
+
+    p: float  # the top-p threshold
+    stories: int  # texts read
+    starts: int  # sentence starts where the grammar allowed the ending
+    several: int  # of them, starts where the nucleus held more than one character
+    kept_i: int  # starts where the nucleus kept "I", the first letter of "In the end"
+    kept_a: int  # starts where the nucleus kept "A", the first letter of "At last"
+    that_steps: int  # starts where the text went on with "Th", so "That night" was still open
+    kept_that: int  # of them, the steps after "Th" where the nucleus kept the "a" of "That"
+
+
+def _nucleus_chars(logits: Tensor, p: float, chars: str) -> set[str]:
+    return {chars[i] for i in torch.isfinite(filter_top_p(logits, p)).nonzero()[:, 0].tolist()}
+
+
+def ending_cut(
+    model: LanguageModel,
+    tokenizer: CharTokenizer,
+    texts: Sequence[str],
+    *,
+    p: float,
+    progress: bool = False,
+) -> EndingCut:
+    """Read the model over stories drawn from scratch and count what top-p kept of the endings.
+
+    For each text (its context: the boundary token, then the text), the logits of every step come
+    from one forward pass, at temperature 1. At each sentence start (after ". ") where the grammar
+    allows "In the end" (and so its other endings, "At last" and "That night"), the nucleus of
+    mass `p` is checked for "I" and "A"; where the text went on "Th", the next step is checked for
+    the "a" of "That". The walk stops where a text leaves the grammar. `progress` shows a tqdm
+    bar counting the texts.
+    """
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or not texts:
+        raise TypeError(f"texts must be a non-empty sequence of str, got {texts!r}")
+    if not all(isinstance(text, str) for text in texts):
+        raise TypeError("texts must be a non-empty sequence of str, got a non-str item")
+    longest = max(len(text) for text in texts)
+    if longest > model.block_size:
+        raise ValueError(
+            f"texts must fit the model's block_size={model.block_size} (the boundary token "
+            f"included), got a text of {longest} characters"
+        )
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise TypeError(f"p must be a number in (0, 1], got {p!r}")
+    if not 0 < p <= 1:
+        raise ValueError(f"p must be a number in (0, 1], got {p!r}")
+    chars = tokenizer.chars
+    counts = dict.fromkeys(("starts", "several", "kept_i", "kept_a", "that_steps", "kept_that"), 0)
+    bar = progress_bar(total=len(texts), unit="story", show=progress)
+    with torch.inference_mode(), torch_threads(GENERATION_THREADS):
+        for text in texts:
+            ids = torch.tensor([[tokenizer.boundary_id, *tokenizer.encode(text)]])
+            logits = model(ids[:, :-1])[0].double()  # row s: the model's logits for text[s]
+            for s in range(2, len(text)):
+                prefix = text[:s]
+                if not prefix.endswith(". "):
+                    continue
+                if tinytales.longest_possible_prefix(prefix + _ENDING) < s + len(_ENDING):
+                    if tinytales.longest_possible_prefix(prefix) < s:
+                        break  # the text has left the grammar: no ending can follow
+                    continue
+                kept = _nucleus_chars(logits[s], p, chars)
+                counts["starts"] += 1
+                counts["several"] += len(kept) > 1
+                counts["kept_i"] += "I" in kept
+                counts["kept_a"] += "A" in kept
+                if text[s : s + 2] == "Th" and s + 2 < len(text):
+                    counts["that_steps"] += 1
+                    counts["kept_that"] += "a" in _nucleus_chars(logits[s + 2], p, chars)
+            bar.update()
+    bar.close()
+    return EndingCut(p=float(p), stories=len(texts), **counts)

@@ -528,12 +528,13 @@ def format_table(
 
     `paper` maps a row's method to the paper's own label of the setting it stands for and that
     row's {"perplexity", "self_bleu", "zipf", "repetition"} (repetition in percent, as the
-    paper prints it); methods it lacks show "-".
+    paper prints it); methods it lacks show "-". The paper's repetition is its own measure, under
+    its own name "Repetition %", not our "loop %".
     """
     head = f"{'method':<16}{'n':>4}{'ppl':>8}{'Self-BLEU4':>12}{'Zipf':>7}{'loop %':>8}"
     head += f"{'dist-4':>8}{'valid %':>9}{'in-gram %':>10}{'true nats/ch':>13}"
     if paper is not None:
-        head += f"  | {'the paper:':<17}{'ppl':>6}{'S-BLEU4':>9}{'Zipf':>6}{'loop %':>8}"
+        head += f"  | {'the paper:':<17}{'ppl':>6}{'S-BLEU4':>9}{'Zipf':>6}{'Repetition %':>14}"
     lines = [head, "-" * len(head)]
     for row in rows:
         line = (
@@ -544,11 +545,11 @@ def format_table(
         if paper is not None:
             label, ref = paper.get(row.method, ("-", None))
             if ref is None:
-                line += f"  | {label:<17}{'-':>6}{'-':>9}{'-':>6}{'-':>8}"
+                line += f"  | {label:<17}{'-':>6}{'-':>9}{'-':>6}{'-':>14}"
             else:
                 line += (
                     f"  | {label:<17}{ref['perplexity']:>6.2f}{ref['self_bleu']:>9.2f}"
-                    f"{ref['zipf']:>6.2f}{ref['repetition']:>8.2f}"
+                    f"{ref['zipf']:>6.2f}{ref['repetition']:>14.2f}"
                 )
         lines.append(line)
     return "\n".join(lines)

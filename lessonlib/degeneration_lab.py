@@ -62,6 +62,7 @@ __all__ = [
     "BEAM_CHUNK",
     "BEAM_FIXED",
     "BEAM_WIDTH",
+    "ENDING_OPENINGS",
     "ORDER",
     "PAPER",
     "PAPER_BESIDE",
@@ -75,6 +76,7 @@ __all__ = [
     "TOP_K",
     "LabRun",
     "decoding_outputs",
+    "ends_on_ending",
     "format_repetition",
     "format_results",
     "held_out_stories",
@@ -97,6 +99,8 @@ BEAM = f"beam b={BEAM_WIDTH}"  # may end the story: ranks finished stories by lo
 BEAM_FIXED = f"beam b={BEAM_WIDTH} fixed"  # the end forbidden: exactly max_new_tokens characters
 # The training stories use seed 0 and the validation stories seed 1: these were never seen.
 STORY_SEED = 2020
+# How the grammar's three ending sentences begin (tinytales: "In the end, Mia and Tom ...").
+ENDING_OPENINGS = ("In the end,", "That night,", "At last,")
 REPEATS = 10  # times the stock sentence is said in `repetition_probs` (fits the 512 context)
 RESULTS_PATH = DATA_DIR / "degeneration_lab_results.json"
 
@@ -116,7 +120,8 @@ PAPER: dict[str, dict[str, float]] = {
 PAPER_LEFT_OUT: dict[str, str] = {
     "Stochastic Beam, b=16": "lessonlib's beam search is deterministic (no sampled beams)",
     "Top-k=640": "a milder cut than k = 40; among our 50 characters every k from 10 up cuts "
-    "almost nothing (lesson 08 measures k = 10), so it would repeat the pure-sampling row",
+    'almost nothing ("How much does top-k cut?" in Going deeper measures k = 10), so it would '
+    "repeat the pure-sampling row",
     "HUSE (column)": "a human evaluation (Hashimoto et al. 2019): people judged the texts",
 }
 # Our row -> the paper's row whose setting it stands for. The top-k rows are matched by effect,
@@ -297,6 +302,14 @@ def stock_sentence_frame(story: str) -> tuple[str, str]:
     if hero is None or thing is None or opening < 0 or closing < 0:
         raise ValueError(f"story must be a TinyTales story with its whole frame, got {story!r}")
     return story[: closing + 1], " " + tinytales.loop_sentence(hero[1], thing[1])
+
+
+def ends_on_ending(text: str) -> bool:
+    """Whether the last sentence of `text`, finished or cut short, is a TinyTales ending."""
+    if not isinstance(text, str):
+        raise TypeError(f"text must be a str, got {type(text).__name__}")
+    start = max(text.rfind(opening) for opening in ENDING_OPENINGS)
+    return start >= 0 and "." not in text[start:-1]  # no full stop before the last character
 
 
 def repetition_probs(
@@ -485,6 +498,8 @@ def lab_results(run: LabRun) -> dict[str, Any]:
         "greedy_periodic_loops": sum(
             find_cycle(text) is not None for text in greedy if ends_in_loop(text)
         ),
+        # Forbidden to end, the fixed-length beam can still write an ending, as its last sentence.
+        "fixed_beam_ends_on_ending": sum(ends_on_ending(b.best.text) for b in run.fixed_beams),
         "beam_stop_reasons": {
             method: dict(sorted(Counter(beam.stop_reason for beam in beams).items()))
             for method, beams in ((BEAM, run.beams), (BEAM_FIXED, run.fixed_beams))
@@ -684,7 +699,11 @@ def main(argv: list[str] | None = None) -> None:
         f"\n{BEAM_FIXED}: beam search with the end forbidden, exactly {args.max_new_tokens} "
         "characters. Self-BLEU4's error treats the generations' scores as independent; Zipf's is "
         "a jackknife over generations. Self-BLEU4 and Zipf depend on how many texts there are, so "
-        "the beam rows, from fewer texts, are not comparable with the others on them.\n"
+        "the beam rows, from fewer texts, are not comparable with the others on them."
+    )
+    print(
+        f"{BEAM_FIXED}: {results['fixed_beam_ends_on_ending']} of {len(run.fixed_beams)} texts "
+        "end on an ending sentence, though they may not end the story.\n"
     )
     print("beside Holtzman et al. 2020, Table 1 (the paper's own settings: k of 50,257 tokens):")
     print(format_table(list(run.rows.values()), paper=PAPER_BESIDE))

@@ -191,7 +191,7 @@ def cumulative_generation_flops(
 
 
 def fit_exponent(lengths: Sequence[float], work: Sequence[float]) -> float:
-    """Least-squares slope of log(work) against log(lengths): k in work ~ c * length**k."""
+    """Least-squares slope of log(work) against log(lengths): gamma in work ~ c * length**gamma."""
     if len(lengths) != len(work):
         raise ValueError(
             f"lengths and work must have the same length, got {len(lengths)} and {len(work)}"

@@ -36,6 +36,7 @@ __all__ = [
     "find_tail_break",
     "first_impossible_index",
     "first_tail_draws",
+    "format_breaks",
     "mark_token",
     "pair_divergence",
     "paired_difference",
@@ -407,6 +408,22 @@ def pair_divergence(runs: PairedRuns) -> list[int | None]:
     return steps
 
 
+def format_breaks(runs: PairedRuns) -> str:
+    """A text table of both twin batches: how many stories were valid, unfinished, or broke where."""
+    if not isinstance(runs, PairedRuns):
+        raise TypeError(f"runs must be a PairedRuns, got {type(runs).__name__}")
+    k = runs.k
+    header = f"{'':9}  valid  unfinished  broke at rank 1  rank 2-{k}  rank > {k}"
+    lines = [header]
+    for name, generation in (("no filter", runs.unfiltered), (f"top-{k}", runs.filtered)):
+        c = count_breaks(generation, k=k)
+        lines.append(
+            f"{name:9}  {c.valid:5}  {c.unfinished:10}  {c.rank_1:15}  "
+            f"{c.inside:{len(f'rank 2-{k}')}}  {c.outside:{len(f'rank > {k}')}}"
+        )
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class PairedDifference:
     """The mean of `second - first` over pairs, and its standard error."""
@@ -416,6 +433,20 @@ class PairedDifference:
     second: float  # mean of the second measurement
     difference: float  # mean of second - first
     se: float  # standard error of `difference` (sample standard deviation / sqrt(samples))
+
+    def describe(self, *, digits: int = 2) -> str:
+        """One line: both means, the difference, its standard error and the difference in se."""
+        if isinstance(digits, bool) or not isinstance(digits, int):
+            raise TypeError(f"digits must be an int in 0..6, got {digits!r}")
+        if not 0 <= digits <= 6:
+            raise ValueError(f"digits must be an int in 0..6, got {digits!r}")
+        # With no spread at all the difference is exact: there is no count of errors to give.
+        in_se = f", {self.difference / self.se:+.1f} standard errors" if self.se > 0 else ""
+        return (
+            f"{self.first:.{digits}f} -> {self.second:.{digits}f}, paired difference "
+            f"{self.difference:+.{digits}f}, standard error {self.se:.{digits}f} "
+            f"({self.samples} pairs{in_se})"
+        )
 
 
 def paired_difference(

@@ -7,8 +7,8 @@ top-p) and scores them with the TinyTales grammar and the repetition measures of
 `lessonlib.metrics`, so that both ends show as numbers: cold text is valid but repetitive, hot
 text is diverse but breaks the grammar. `temperature_sweep` is the sweep over temperatures alone.
 Each share and mean comes with its standard error over the stories (`valid_se`, `broken_se`,
-`repetition_se`, `distinct_4_se`), so a notebook can tell a difference from noise
-(`gap_in_se`), and `format_trade_off` prints them.
+`repetition_se`, `distinct_4_se`, `mean_length_se`), so a notebook can tell a difference from
+noise (`gap_in_se`), and `format_trade_off` prints them.
 
 Pure functions of their inputs (randomness only from the given seed); no plotting here.
 """
@@ -105,6 +105,7 @@ class SampleScores:
     broken: float = 0.0
     repetition_se: float = 0.0  # standard error of `repetition` (mean over stories)
     distinct_4_se: float = 0.0  # standard error of `distinct_4` (jackknife over continuations)
+    mean_length_se: float = 0.0  # standard error of `mean_length` (mean over continuations)
 
     @property
     def valid_se(self) -> float:
@@ -172,6 +173,7 @@ def score_samples(
     valid = [done and tinytales.is_valid_story(story) for story, done in zip(stories, finished)]
     broken = [_breaks_grammar(story, bool(done)) for story, done in zip(stories, finished)]
     repetition = [repetition_rate(story, n=4) for story in stories]
+    lengths = [float(len(text)) for text in texts]
     n = len(texts)
     return SampleScores(
         temperature=float(temperature),
@@ -181,13 +183,14 @@ def score_samples(
         looping=sum(find_cycle(text) is not None for text in texts) / n,
         repetition=sum(repetition) / n,
         distinct_2=distinct_n(list(texts), n=2),
-        mean_length=sum(len(text) for text in texts) / n,
+        mean_length=sum(lengths) / n,
         texts=tuple(texts),
         label=label,
         distinct_4=distinct_n(list(texts), n=4),
         broken=sum(broken) / n,
         repetition_se=_se_of_mean(repetition),
         distinct_4_se=_distinct_4_se(list(texts)),
+        mean_length_se=_se_of_mean(lengths),
     )
 
 
@@ -339,17 +342,18 @@ def format_trade_off(rows: Sequence[SampleScores]) -> str:
     width = max([5] + [len(row.label) for row in rows])
     head = "tau" if not any(row.label for row in rows) else "setting"
     header = (
-        f"{head:>{width}} {'n':>4} {'valid (se)':>11} {'broken (se)':>11} {'cut off':>7} "
-        f"{'repeated 4-grams (se)':>21} {'distinct-4 (se)':>15} {'length':>6}"
+        f"{head:>{width}} {'n':>4} {'valid (se)':>11} {'broken (se)':>11} {'cut off (se)':>12} "
+        f"{'repeated 4-grams (se)':>21} {'distinct-4 (se)':>15} {'length (se)':>11}"
     )
     lines = [header]
     for row in rows:
         name = row.label or f"{row.temperature:.2f}"
         lines.append(
             f"{name:>{width}} {row.samples:4d} {row.valid:5.2f} ({row.valid_se:.2f}) "
-            f"{row.broken:5.2f} ({row.broken_se:.2f}) {row.cut_off:7.2f} "
+            f"{row.broken:5.2f} ({row.broken_se:.2f}) {row.cut_off:6.2f} ({row.cut_off_se:.2f}) "
             f"{row.repetition:13.3f} ({row.repetition_se:.3f}) "
-            f"{row.distinct_4:7.3f} ({row.distinct_4_se:.3f}) {row.mean_length:6.0f}"
+            f"{row.distinct_4:7.3f} ({row.distinct_4_se:.3f}) "
+            f"{f'{row.mean_length:.0f} ({row.mean_length_se:.0f})':>11}"
         )
     return "\n".join(lines)
 
@@ -361,6 +365,7 @@ _WITH_SE = {
     "cut_off": ("cut_off", "cut_off_se"),
     "repetition": ("repetition", "repetition_se"),
     "distinct_4": ("distinct_4", "distinct_4_se"),
+    "length": ("mean_length", "mean_length_se"),
 }
 
 

@@ -702,3 +702,14 @@ def test_a_greedy_stub_gets_one_friendly_line() -> None:
     )
     assert result.not_written
     assert "fill in the body of my_greedy above" in str(result)
+
+
+def test_hint_false_keeps_the_report_and_drops_only_the_hint() -> None:
+    with_hint = check_my_top_k(top_k_kth_without_keepdim)
+    without = check_my_top_k(top_k_kth_without_keepdim, hint=False)
+    assert "  Hint: " in str(with_hint) and "Hint" not in str(without)
+    assert str(without) == "\n".join(
+        line for line in str(with_hint).split("\n") if not line.startswith("  Hint: ")
+    )
+    assert not without.passed and "Problem:" in str(without)
+    assert check_my_top_k(filter_top_k, hint=False).passed

@@ -12,9 +12,12 @@ from lessonlib import tinytales
 from lessonlib.bigram import load_bigram
 from lessonlib.confidence import (
     MEASURES,
+    EndingCut,
     Kept,
     _jackknife_se,
     confident_step,
+    ending_cut,
+    format_paired,
     format_with_se,
     kept_by_top_k,
     kept_by_top_p,
@@ -28,6 +31,7 @@ from lessonlib.confidence import (
 from lessonlib.distributions import CONFIDENT, LONG_TAILED, QUIZ_NUCLEUS, as_probs
 from lessonlib.generation import generate
 from lessonlib.temperature_sweep import SampleScores, score_samples
+from lessonlib.tokenizer import CharTokenizer
 
 
 def logits_of(values) -> torch.Tensor:
@@ -240,3 +244,87 @@ def test_format_with_se_is_one_line_per_row_with_errors():
     assert len(lines) == 3 and "valid (se)" in lines[0] and "distinct-2 (se)" in lines[0]
     assert lines[1].split()[:4] == ["top-p", "0.9", "6", "1.00"]
     assert lines[2].split()[3:5] == ["0.50", "(0.22)"]  # sqrt(0.3 / 6) = 0.2236
+
+
+def test_format_paired_prints_each_pair_with_its_paired_error():
+    rows = [row_of(STORIES, "top-p 0.9"), row_of(STORIES[:3] + BROKEN[3:], "top-k 3")]
+    lines = format_paired(
+        rows, [("top-p 0.9", "top-k 3"), ("top-k 3", "top-k 3")], prompt=""
+    ).splitlines()
+    assert lines[0].startswith("paired difference")
+    assert "valid (se, in se)" in lines[0] and "distinct-2 (se, in se)" in lines[0]
+    assert lines[1].startswith("top-p 0.9 - top-k 3")
+    # Validity differs by (0, 0, 0, 1, 1, 1): mean 0.5, se sqrt(0.3 / 6) = 0.2236.
+    assert "+0.500 (0.224, +2.2)" in lines[1]
+    d = paired_difference(rows[0], rows[1], prompt="", measure="distinct_2")
+    assert lines[1].endswith(f"{d.difference:+.3f} ({d.se:.3f}, {d.difference / d.se:+.1f})")
+    # A row against itself: no spread, so the difference is exact.
+    assert lines[2].count("+0.000 (0.000, exact)") == 2
+    one = format_paired(rows, [("top-p 0.9", "top-k 3")], prompt="", measures=["repetition"])
+    assert "repeated 4-grams (se, in se)" in one and "valid" not in one
+    with pytest.raises(ValueError, match="pairs name the label 'top-p 1'"):
+        format_paired(rows, [("top-p 0.9", "top-p 1")], prompt="")
+    with pytest.raises(ValueError, match="measure must be one of"):
+        format_paired(rows, [("top-p 0.9", "top-k 3")], prompt="", measures=["validity"])
+
+
+TOKENIZER = CharTokenizer(tinytales.ALPHABET, boundary=tinytales.END)
+
+
+class LastCharModel:
+    """Logits that depend only on the last token: row `table[last token]`."""
+
+    vocab_size = len(tinytales.ALPHABET)
+    block_size = 600
+
+    def __init__(self, boosts: dict[str, dict[str, float]]) -> None:
+        self.table = torch.zeros(self.vocab_size, self.vocab_size)
+        for last, row in boosts.items():
+            for char, logit in row.items():
+                self.table[TOKENIZER.encode(last)[0], TOKENIZER.encode(char)[0]] = logit
+
+    def __call__(self, token_ids: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        return self.table[token_ids]
+
+
+def ending_starts(story: str) -> list[int]:
+    """Where a complete story could have ended instead: after each of its middle sentences."""
+    greeting_end = story.rindex("'") + 1  # the friend's greeting closes the fixed frame
+    ending = max(story.rfind(" " + e) for e in ("In the end", "That night", "At last"))
+    middle = story[greeting_end : ending + 1]
+    return [greeting_end + i + 2 for i, char in enumerate(middle) if char == "."]
+
+
+def test_ending_cut_counts_what_the_nucleus_kept_where_a_story_could_end():
+    stories = tinytales.generate_stories(8, seed=3)
+    starts = [s for story in stories for s in ending_starts(story)]
+    that = sum(story[s : s + 2] == "Th" for story in stories for s in ending_starts(story))
+    assert len(starts) > len(stories) and that > 0  # or the test would say little
+    # After a space, I and A share most of the mass; after "h", "e" dwarfs the "a" of "That".
+    model = LastCharModel({" ": {"I": 5.0, "A": 4.9}, "h": {"e": 5.0}})
+    wide = ending_cut(model, TOKENIZER, stories, p=0.5)
+    n = len(starts)
+    assert wide == EndingCut(
+        p=0.5, stories=8, starts=n, several=n, kept_i=n, kept_a=n, that_steps=that, kept_that=0
+    )
+    # A smaller nucleus holds I alone.
+    narrow = ending_cut(model, TOKENIZER, stories, p=0.3, progress=True)
+    assert (narrow.starts, narrow.several, narrow.kept_i, narrow.kept_a) == (n, 0, n, 0)
+    # Off the grammar, the walk stops: a story whose frame is broken has no place to end.
+    broken = stories[0].replace("named", "nomed", 1)
+    assert ending_cut(model, TOKENIZER, [broken], p=0.5).starts == 0
+
+
+def test_ending_cut_rejects_bad_arguments():
+    model = LastCharModel({})
+    story = tinytales.generate_stories(1, seed=0)[0]
+    with pytest.raises(TypeError, match="texts must be a non-empty sequence of str"):
+        ending_cut(model, TOKENIZER, story, p=0.5)
+    with pytest.raises(TypeError, match="texts must be a non-empty sequence of str"):
+        ending_cut(model, TOKENIZER, [story, 3], p=0.5)
+    with pytest.raises(ValueError, match="block_size=600"):
+        ending_cut(model, TOKENIZER, [story * 4], p=0.5)
+    with pytest.raises(ValueError, match=r"p must be a number in \(0, 1\], got 0"):
+        ending_cut(model, TOKENIZER, [story], p=0)
+    with pytest.raises(TypeError, match=r"p must be a number in \(0, 1\], got None"):
+        ending_cut(model, TOKENIZER, [story], p=None)

@@ -440,6 +440,9 @@ def test_format_table_puts_the_paper_beside_ours():
     table = format_table([row, other], paper={"greedy": ("Greedy", values)})
     lines = table.splitlines()
     assert "paper" in lines[0] and len(lines) == 4
+    # The paper's repetition is its own measure: under its own name, never under our "loop %".
+    ours, papers = lines[0].split("|")
+    assert "loop %" in ours and "Repetition %" in papers and "loop %" not in papers
     assert "87.5" in lines[2].split("|")[0]
     assert lines[2].split("|")[1].split() == ["Greedy", "1.50", "0.50", "1.00", "73.66"]
     assert lines[3].split("|")[1].split() == ["-"] * 5 and "nan" in lines[3]

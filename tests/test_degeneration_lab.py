@@ -19,6 +19,7 @@ from lessonlib.degeneration_lab import (
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_PROMPT_CHARS,
     DEFAULT_SAMPLES,
+    ENDING_OPENINGS,
     ORDER,
     PAPER,
     PAPER_BESIDE,
@@ -31,6 +32,7 @@ from lessonlib.degeneration_lab import (
     STORY_SEED,
     TOP_K,
     decoding_outputs,
+    ends_on_ending,
     format_repetition,
     format_results,
     held_out_stories,
@@ -81,6 +83,9 @@ def test_the_papers_rows_keep_the_papers_labels_and_settings():
     assert PAPER_BESIDE[f"top-k={TOP_K}"] == ("Top-k=40", PAPER["Top-k=40"])
     assert {"Stochastic Beam, b=16", "Top-k=640"} <= set(PAPER_LEFT_OUT)
     assert any("HUSE" in label for label in PAPER_LEFT_OUT)
+    # The reason is printed inside lesson 08 too: it names the section, not "lesson 08".
+    assert "How much does top-k cut?" in PAPER_LEFT_OUT["Top-k=640"]
+    assert "lesson 08" not in PAPER_LEFT_OUT["Top-k=640"]
     assert PAPER["Greedy"]["repetition"] == 73.66 and PAPER["Human"]["perplexity"] == 12.38
 
 
@@ -137,6 +142,27 @@ def test_the_fixed_length_beam_never_ends_the_story(tiny_run):
     assert tiny_run.rows[BEAM_FIXED].valid == 0.0
 
 
+def test_ending_openings_are_how_the_grammars_stories_end():
+    stories = tinytales.generate_stories(60, seed=STORY_SEED)
+    last_sentences = [story[story.rindex(". ", 0, len(story) - 1) + 2 :] for story in stories]
+    used = {next(o for o in ENDING_OPENINGS if s.startswith(o)) for s in last_sentences}
+    assert used == set(ENDING_OPENINGS)
+    # A whole story ends on its ending, finished or cut short; not once more is said after it.
+    assert all(ends_on_ending(story) and ends_on_ending(story[:-2]) for story in stories)
+    assert not any(ends_on_ending(story + " Mia played with the ball.") for story in stories)
+
+
+def test_ends_on_ending():
+    loop = " Mia played with the ball." * 3
+    assert ends_on_ending(loop + " In the end, Mia and Tom were the best of fri")
+    assert ends_on_ending(loop + " That night,") and ends_on_ending(loop + " At last, Mia and")
+    assert ends_on_ending(loop + " At last, Mia and the dog went home with the ball.")
+    assert not ends_on_ending(loop) and not ends_on_ending(loop + " In the e")
+    assert not ends_on_ending(" At last, Mia and the dog went home with the ball." + loop)
+    with pytest.raises(TypeError, match="text must be a str"):
+        ends_on_ending(None)
+
+
 def test_the_command_prints_every_row_beside_the_paper_and_writes_its_results(capsys, tmp_path):
     target = tmp_path / "results.json"
     main([*TINY_ARGS, "--write", str(target)])
@@ -157,6 +183,7 @@ def test_the_command_prints_every_row_beside_the_paper_and_writes_its_results(ca
     assert [line[:16].rstrip() for line in lines[start + 2 : start + 2 + len(ORDER)]] == ORDER
     assert "rule of three" in printed and "Stochastic Beam" in printed and "total:" in printed
     assert "stock sentence" in printed and f"wrote {target}" in printed
+    assert "of 2 texts end on an ending sentence" in printed
     written = load_results(target)
     assert written["sizes"]["samples"] == 3 and list(written["rows"]) == ORDER
 
@@ -276,6 +303,8 @@ def test_lab_results_round_trip_and_agree_with_the_rows(tiny_run):
     assert repetition["stories"] == 3 and len(repetition["model"]) == REPEATS
     assert repetition["rise_from_second"][1] == 0.0 and repetition["truth_spread"] < 1e-9
     assert results["beam_stop_reasons"][BEAM_FIXED] == {"max_new_tokens": 2}
+    endings = [ends_on_ending(beam.best.text) for beam in tiny_run.fixed_beams]
+    assert results["fixed_beam_ends_on_ending"] == sum(endings)
     table = format_results(results).splitlines()
     assert [line[:16].rstrip() for line in table[2 : 2 + len(ORDER)]] == ORDER
     assert "rule of three" in table[-1]

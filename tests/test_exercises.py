@@ -3,7 +3,8 @@
 A notebook's exercise is a code cell tagged `exercise` that defines a stub `my_...` function
 (docstring, the steps as comments, `raise NotImplementedError`) and runs its checker; its
 solution is the function of the same name in `notebooks/solutions/<notebook>.py`. A cell
-tagged `exercise-bug` shows a common first attempt for the learner to fix. Here the stub must
+tagged `exercise-bug` shows a common first attempt for the learner to fix, under a name of its
+own, with the checker's report but not its hint (folded in the notebook). Here the stub must
 get the checker's "not written yet" line (also in the saved output), the solution must pass,
 and each attempt must fail with the hint that names its bug. The classic bugs of each checker
 are in tests/test_checkers.py.
@@ -135,11 +136,14 @@ def test_the_solution_passes_its_checker(name: str) -> None:
 @pytest.mark.parametrize("name", sorted(EXERCISES))
 def test_each_find_the_bug_attempt_fails_with_its_hint(name: str) -> None:
     exercise = EXERCISES[name]
-    attempts = [
-        functions_in("".join(cell["source"])).get(name)
-        for cell in notebook_cells(exercise.notebook, "exercise-bug")
-    ]
-    attempts = [fn for fn in attempts if fn is not None]
+    # An attempt has a name of its own, so that running its cell again never replaces the
+    # learner's function; it is the one function its cell defines.
+    attempts = []
+    for cell in notebook_cells(exercise.notebook, "exercise-bug"):
+        defined = functions_in("".join(cell["source"]))
+        assert name not in defined, f"{exercise.notebook}: the attempt must not be called {name}"
+        assert len(defined) == 1, f"{exercise.notebook}: an attempt cell defines one function"
+        attempts.extend(defined.values())
     assert len(attempts) == len(exercise.bug_hints), (
         f"{exercise.notebook}: {len(attempts)} find-the-bug attempts of {name}, "
         f"{len(exercise.bug_hints)} expected hints"
@@ -148,3 +152,11 @@ def test_each_find_the_bug_attempt_fails_with_its_hint(name: str) -> None:
         result = exercise.check(attempt)
         assert not result.passed and not result.not_written
         assert words in str(result), str(result)
+
+
+def test_find_the_bug_outputs_keep_their_hint_folded() -> None:
+    for name, exercise in EXERCISES.items():
+        for cell in notebook_cells(exercise.notebook, "exercise-bug"):
+            saved = "".join("".join(o.get("text", "")) for o in cell.get("outputs", []))
+            assert "Problem:" in saved, f"{name}: the attempt's report is not saved"
+            assert "Hint:" not in saved, f"{name}: the report shows the hint; use hint=False"

@@ -163,13 +163,13 @@ def test_quiz_rule_accepts_a_good_notebook_and_catches_each_slip() -> None:
         "the key of 'x-y' is asserted but the quiz is never shown"
     ]
     spoiled = _nb(
-        ("markdown", "So p1 is about 0.67 here.", {}),
-        ("code", 'show_quiz("p1-at-tau-1")', {}),
+        ("markdown", "So p1 is about 0.87 here.", {}),
+        ("code", 'show_quiz("p1-at-tau-half")', {}),
         ("markdown", "## Answer key", {}),
-        ("code", 'check_answer_key("p1-at-tau-1", p1)', FOLDED),
+        ("code", 'check_answer_key("p1-at-tau-half", p1)', FOLDED),
     )
     assert quiz_problems(spoiled, "02_temperature") == [
-        "the key 0.67 of 'p1-at-tau-1' is shown before the quiz"
+        "the key 0.87 of 'p1-at-tau-half' is shown before the quiz"
     ]
     assert "builds a Quiz in sight" in quiz_problems(_nb(("code", "Quiz(q, answer=1)", {})), "x")[0]
     assert "belongs to 04_nucleus" in quiz_problems(good, "03_top_k")[0]

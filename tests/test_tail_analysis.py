@@ -20,6 +20,7 @@ from lessonlib.tail_analysis import (
     find_tail_break,
     first_impossible_index,
     first_tail_draws,
+    format_breaks,
     mark_token,
     pair_divergence,
     paired_difference,
@@ -372,3 +373,41 @@ def test_paired_top_k_rejects_bad_sizes():
         paired_top_k(model, TOKENIZER, k=3, samples=2, max_new_tokens=5, seed=0, chunk_size=0)
     with pytest.raises(ValueError, match="k must be an int >= 1, got 0"):
         paired_top_k(model, TOKENIZER, k=0, samples=2, max_new_tokens=5, seed=0)
+
+
+def test_format_breaks_is_one_aligned_row_per_twin_batch():
+    story = STORIES[0]
+    unfiltered = make_generation(
+        [
+            ("", story, True, {10: 20}),  # valid despite a tail draw
+            ("", break_at(story, 40), True, {40: 7}),  # outside the top 3
+            ("", break_at(story, 30), True, {30: 2}),  # inside the top 3
+        ]
+    )
+    filtered = make_generation(
+        [("", story, True, {}), ("", story, True, {}), ("", break_at(story, 30), True, {30: 2})]
+    )
+    lines = format_breaks(PairedRuns(k=3, unfiltered=unfiltered, filtered=filtered)).splitlines()
+    assert "rank 2-3" in lines[0] and lines[0].endswith("rank > 3")
+    assert lines[1].split() == ["no", "filter", "1", "0", "0", "1", "1"]
+    assert lines[2].split() == ["top-3", "2", "0", "0", "1", "0"]
+    # Every number ends where its column's title ends.
+    assert len({len(line) for line in lines}) == 1
+    with pytest.raises(TypeError, match="runs must be a PairedRuns"):
+        format_breaks(unfiltered)
+
+
+def test_paired_difference_describes_itself_in_one_line():
+    result = paired_difference([1, 0, 0, 1], [True, True, False, True])
+    assert result.describe() == (
+        "0.50 -> 0.75, paired difference +0.25, standard error 0.25 (4 pairs, +1.0 standard errors)"
+    )
+    assert result.describe(digits=3).startswith("0.500 -> 0.750, paired difference +0.250")
+    # No spread at all: no count of standard errors to give.
+    assert paired_difference([1, 0], [1, 0]).describe(digits=1) == (
+        "0.5 -> 0.5, paired difference +0.0, standard error 0.0 (2 pairs)"
+    )
+    with pytest.raises(ValueError, match=r"digits must be an int in 0\.\.6, got 7"):
+        result.describe(digits=7)
+    with pytest.raises(TypeError, match=r"digits must be an int in 0\.\.6, got True"):
+        result.describe(digits=True)

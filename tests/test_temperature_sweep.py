@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from dataclasses import replace
 
 import pytest
@@ -102,6 +103,9 @@ def test_score_samples_on_known_texts() -> None:
     )
     assert scores.texts[3] == loop
     assert 0 < scores.repetition < 1 and 0 < scores.distinct_2 < 1
+    lengths = [len(continuation), len(continuation), len(broken), len(loop)]
+    # The standard error of the mean length: sample standard deviation over sqrt(n).
+    assert scores.mean_length_se == pytest.approx(statistics.stdev(lengths) / 2)
 
 
 def test_repetition_is_higher_for_a_loop() -> None:
@@ -335,9 +339,11 @@ def test_format_trade_off_shows_each_share_with_its_error() -> None:
     assert lines[0].split()[:4] == ["tau", "n", "valid", "(se)"]
     cold = lines[1].split()
     assert cold[:6] == ["0.30", "2", "0.50", "(0.35)", "0.00", "(0.00)"]
-    assert cold[6] == "0.50"  # cut off: the clean unfinished half
+    assert cold[6:8] == ["0.50", "(0.35)"]  # cut off: the clean unfinished half
+    length_se = statistics.stdev([len(story), 30]) / math.sqrt(2)
+    assert cold[-2:] == [f"{(len(story) + 30) / 2:.0f}", f"({length_se:.0f})"]
     hot = lines[2].split()
-    assert hot[4:7] == ["0.50", "(0.35)", "0.00"]
+    assert hot[4:8] == ["0.50", "(0.35)", "0.00", "(0.00)"]
     labelled = format_trade_off([replace(rows[0], label="top-k 3")]).splitlines()
     assert labelled[0].split()[0] == "setting" and labelled[1].split()[0:2] == ["top-k", "3"]
 
@@ -351,6 +357,11 @@ def test_gap_in_se_divides_the_difference_by_its_standard_error() -> None:
     assert gap_in_se(good, bad, "valid") == pytest.approx(0.5 / math.hypot(se, se))
     assert gap_in_se(bad, good, "broken") == pytest.approx(0.5 / math.hypot(se, se))
     assert gap_in_se(good, good, "repetition") == 0.0
+    # Three long stories and one of 16 characters against the reverse: a length gap.
+    length_se = statistics.stdev([len(story)] * 3 + [16]) / 2
+    assert gap_in_se(good, bad, "length") == pytest.approx(
+        (len(story) - 16) / 2 / math.hypot(length_se, length_se)
+    )
     perfect = score_samples("", [story] * 2, [True] * 2, temperature=0.3)
     hopeless = score_samples("", ["Once upon a tqme"] * 2, [True] * 2, temperature=2.0)
     assert gap_in_se(perfect, hopeless, "valid") == math.inf

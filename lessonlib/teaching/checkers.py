@@ -14,7 +14,8 @@ parameter, what was expected, what came back, what differs, and a hint.
 entries and, for top-p, probabilities that hit p exactly. `check_my_greedy` checks a learner's
 whole greedy generation loop against `lessonlib.generation.generate` at temperature 0. A
 function that still raises NotImplementedError (the notebook's stub) gets one friendly line,
-`NOT_WRITTEN`, instead of a report. The buggy "natural first attempts" these checkers exist to
+`NOT_WRITTEN`, instead of a report; `hint=False` leaves the hint out (a find-the-bug exercise
+whose hint is folded in the notebook). The buggy "natural first attempts" these checkers exist to
 catch live in the notebooks (learner code) and in the tests, not here. No widgets, no drawing.
 """
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -92,6 +93,13 @@ class CheckResult:
         if self.passed:
             return f"All {self.cases_run} cases pass ({self.name})."
         return str(self.first_failure)
+
+    def without_hint(self) -> CheckResult:
+        """The same result with its "Hint:" line removed (for a find-the-bug exercise)."""
+        if self.first_failure is None:
+            return self
+        kept = [line for line in self.first_failure.split("\n") if not line.startswith("  Hint: ")]
+        return replace(self, first_failure="\n".join(kept))
 
     # A notebook shows the result as a cell's last expression: print the words, not the fields.
     __repr__ = __str__
@@ -704,9 +712,11 @@ def _describe_probs(case: Case) -> list[str]:
 # ----- the checkers ------------------------------------------------------------------------------
 
 
-def check_my_temperature(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+def check_my_temperature(
+    fn: Callable, *, seed: int = 0, n_random: int = 30, hint: bool = True
+) -> CheckResult:
     """Check `fn(logits, temperature)` against `lessonlib.sampling.apply_temperature`."""
-    return check_against_reference(
+    result = check_against_reference(
         fn,
         apply_temperature,
         temperature_cases(seed=seed, n_random=n_random),
@@ -714,11 +724,14 @@ def check_my_temperature(fn: Callable, *, seed: int = 0, n_random: int = 30) -> 
         param_name="temperature",
         hint=_temperature_hint,
     )
+    return result if hint else result.without_hint()
 
 
-def check_my_top_k(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+def check_my_top_k(
+    fn: Callable, *, seed: int = 0, n_random: int = 30, hint: bool = True
+) -> CheckResult:
     """Check `fn(logits, k)` against `lessonlib.sampling.filter_top_k` (ties at the k-th kept)."""
-    return check_against_reference(
+    result = check_against_reference(
         fn,
         filter_top_k,
         top_k_cases(seed=seed, n_random=n_random),
@@ -727,15 +740,18 @@ def check_my_top_k(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckR
         hint=_top_k_hint,
         batch_hint=_TOP_K_BATCH_HINT,
     )
+    return result if hint else result.without_hint()
 
 
-def check_my_top_p(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckResult:
+def check_my_top_p(
+    fn: Callable, *, seed: int = 0, n_random: int = 30, hint: bool = True
+) -> CheckResult:
     """Check `fn(logits, p)` against `lessonlib.sampling.filter_top_p` (keep j iff mass before < p).
 
     Equal logits at the cut may be kept in any order (`compare_kept_prefix`), so an unstable
     sort passes.
     """
-    return check_against_reference(
+    result = check_against_reference(
         fn,
         filter_top_p,
         top_p_cases(seed=seed, n_random=n_random),
@@ -746,6 +762,7 @@ def check_my_top_p(fn: Callable, *, seed: int = 0, n_random: int = 30) -> CheckR
         describe=_describe_probs,
         batch_hint=_TOP_P_BATCH_HINT,
     )
+    return result if hint else result.without_hint()
 
 
 # ----- a whole decoding loop ----------------------------------------------------------------------
@@ -796,6 +813,7 @@ def check_my_greedy(
     tokenizer: CharTokenizer,
     prompts: Sequence[str] = GREEDY_PROMPTS,
     max_new_tokens: int = 20,
+    hint: bool = True,
 ) -> CheckResult:
     """Check `fn(model, prompt, tokenizer=..., max_new_tokens=...) -> str` against greedy decoding.
 
@@ -844,7 +862,8 @@ def check_my_greedy(
             lines.append(f"  got      = {_shorten(got)!r}")
         lines.append(f"  Problem: {problem.rstrip('.')}.")
         lines.append(f"  Hint: {advice}")
-        return CheckResult(
+        result = CheckResult(
             passed=False, cases_run=number, first_failure="\n".join(lines), name=name
         )
+        return result if hint else result.without_hint()
     return CheckResult(passed=True, cases_run=len(prompts), first_failure=None, name=name)

@@ -40,11 +40,12 @@ DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the model 
 P_MIN = 0.01  # the slider's and the drag's lower end: p must stay > 0
 P_STEP = 0.01  # the slider's grid
 
-KEPT_COLOR = "#2a7ab0"
-MASKED_COLOR = "#c9c9c9"
-CUMULATIVE_COLOR = "#1b9e77"
-P_LINE_COLOR = "#d4a017"
-RENORMALISED_COLOR = "#e6553a"
+# The colours' names as the lessons' prose says them (the same hex means the same word everywhere).
+KEPT_COLOR = "#2a7ab0"  # blue
+MASKED_COLOR = "#c9c9c9"  # grey
+CUMULATIVE_COLOR = "#1b9e77"  # green
+P_LINE_COLOR = "#d4a017"  # gold
+RENORMALISED_COLOR = "#e6553a"  # coral, the word lessons 02 and 07 use for this colour
 
 
 class NucleusExplorer:
