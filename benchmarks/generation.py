@@ -17,9 +17,10 @@ from collections.abc import Callable
 
 import torch
 
+from lessonlib.analysis.flops import generation_flops
 from lessonlib.checkpoint import load_model
-from lessonlib.flops import generation_flops
-from lessonlib.generation import GENERATION_THREADS, decoding_threads, generate, torch_threads
+from lessonlib.generation import generate
+from lessonlib.threads import GENERATION_THREADS, decoding_threads, torch_threads
 
 PROMPT = "Once upon a time"  # 16 characters
 NEW_TOKENS = 240

@@ -48,7 +48,6 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lessonlib.generation import GENERATION_THREADS, torch_threads
 from lessonlib.sampling import (
     apply_temperature,
     filter_top_k,
@@ -56,6 +55,7 @@ from lessonlib.sampling import (
     sample_next,
     sampling_probs,
 )
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 
 try:
     import transformers

@@ -34,14 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lessonlib.generation import (
-    GENERATION_THREADS,
-    LanguageModel,
-    decoding_threads,
-    next_token_logits,
-    reserve_cache,
-    torch_threads,
-)
+from lessonlib.generation import LanguageModel, next_token_logits, reserve_cache
+from lessonlib.threads import GENERATION_THREADS, decoding_threads, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [

@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.generation import GENERATION_THREADS, LanguageModel, torch_threads
+from lessonlib.generation import LanguageModel
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = ["model_char_log_probs", "text_log_prob", "truth_char_log_probs", "truth_char_ranks"]

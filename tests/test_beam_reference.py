@@ -12,7 +12,8 @@ import torch
 
 from lessonlib.beam_search import BeamSearchResult, Hypothesis, beam_search, beam_search_many
 from lessonlib.bigram import BigramModel
-from lessonlib.generation import LanguageModel, next_token_logits, torch_threads
+from lessonlib.generation import LanguageModel, next_token_logits
+from lessonlib.threads import torch_threads
 from lessonlib.tokenizer import CharTokenizer
 from tests.stub_models import lively_gpt
 

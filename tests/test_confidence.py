@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from lessonlib import tinytales
-from lessonlib.bigram import load_bigram
-from lessonlib.confidence import (
+from lessonlib.analysis.confidence import (
     MEASURES,
     EndingCut,
     Kept,
@@ -28,9 +27,10 @@ from lessonlib.confidence import (
     step_top_probs,
     uncertain_step,
 )
-from lessonlib.distributions import CONFIDENT, LONG_TAILED, QUIZ_NUCLEUS, as_probs
+from lessonlib.analysis.distributions import CONFIDENT, LONG_TAILED, QUIZ_NUCLEUS, as_probs
+from lessonlib.analysis.sweeps import SampleScores, score_samples
+from lessonlib.bigram import load_bigram
 from lessonlib.generation import generate
-from lessonlib.temperature_sweep import SampleScores, score_samples
 from lessonlib.tokenizer import CharTokenizer
 
 

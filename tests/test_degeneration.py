@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from lessonlib import tinytales
-from lessonlib.checkpoint import load_model
-from lessonlib.degeneration import (
+from lessonlib.analysis.degeneration import (
     DegenerationRow,
     bleu,
     continuation_log_probs,
@@ -33,6 +32,7 @@ from lessonlib.degeneration import (
     zipf_coefficient,
     zipf_standard_error,
 )
+from lessonlib.checkpoint import load_model
 from lessonlib.generation import generate
 from lessonlib.scoring import model_char_log_probs, truth_char_log_probs
 

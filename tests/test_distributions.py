@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from lessonlib.distributions import (
+from lessonlib.analysis.distributions import (
     CONFIDENT,
     LONG_TAILED,
     QUIZ_NUCLEUS,

@@ -1,4 +1,4 @@
-"""Counted work: the FLOP formulas of lessonlib.flops against torch's own FLOP counter; the clock."""
+"""Counted work: the FLOP formulas of lessonlib.analysis.flops against torch's own FLOP counter; the clock."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lessonlib import tinytales
-from lessonlib.flops import (
+from lessonlib.analysis.flops import (
     ForwardFlops,
     count_operations,
     cumulative_generation_flops,

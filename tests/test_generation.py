@@ -9,18 +9,16 @@ import sys
 import pytest
 import torch
 
-from lessonlib.generation import (
+from lessonlib.generation import LanguageModel, generate, prompt_logits
+from lessonlib.model import GPT, KVCache
+from lessonlib.paths import REPO_ROOT
+from lessonlib.threads import (
     GENERATION_THREADS,
     PARALLEL_BATCH,
     PARALLEL_THREADS,
-    LanguageModel,
     decoding_threads,
-    generate,
-    prompt_logits,
     torch_threads,
 )
-from lessonlib.model import GPT, KVCache
-from lessonlib.paths import REPO_ROOT
 from lessonlib.tokenizer import CharTokenizer
 from tests.stub_models import lively_gpt
 

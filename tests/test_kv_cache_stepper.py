@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lessonlib import tinytales
-from lessonlib.flops import forward_flops, generation_flops
+from lessonlib.analysis.flops import forward_flops, generation_flops
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.widgets.kv_cache import NEWEST_COLOR, RECOMPUTED_COLOR, KVCacheStepper

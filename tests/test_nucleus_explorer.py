@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from matplotlib.backend_bases import MouseEvent
 
 from lessonlib import tinytales
-from lessonlib.distributions import CONFIDENT, LONG_TAILED, QUIZ_NUCLEUS
+from lessonlib.analysis.distributions import CONFIDENT, LONG_TAILED, QUIZ_NUCLEUS
 from lessonlib.generation import prompt_logits
 from lessonlib.sampling import filter_top_p
 from lessonlib.tokenizer import CharTokenizer

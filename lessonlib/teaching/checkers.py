@@ -28,8 +28,9 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from lessonlib.generation import GENERATION_THREADS, LanguageModel, generate, torch_threads
+from lessonlib.generation import LanguageModel, generate
 from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [

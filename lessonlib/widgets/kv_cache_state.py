@@ -6,7 +6,7 @@ to one transition here and redraws; nothing in this module draws or knows about 
 At step s the model has read tokens 0 .. s-1. With the cache on, step s computes the key and
 value of token s-1 only and reads the s-1 rows already cached; with the cache off, it runs the
 whole forward pass again and recomputes all s rows. The work numbers are those of
-`lessonlib.flops` for generating s tokens from a one-token prompt, so they are exact counts of
+`lessonlib.analysis.flops` for generating s tokens from a one-token prompt, so they are exact counts of
 matrix-multiply FLOPs, not estimates. Two ratios compare the ways: the per-step ratio (this
 step's work without the cache over its work with it: exactly s) and the cumulative ratio (the
 work of steps 1 .. s together: about s/2 while the weight matrices dominate).
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lessonlib.flops import forward_flops, generation_flops
+from lessonlib.analysis.flops import forward_flops, generation_flops
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.tokenizer import CharTokenizer
 

@@ -2,7 +2,7 @@
 
 Pure: torch and lessonlib only. The view (`lessonlib.widgets.nucleus`) maps each control event
 to one transition here and redraws; nothing in this module draws or knows about widgets. The
-kept set comes from `lessonlib.distributions.nucleus_mask`, so it is exactly the rule of
+kept set comes from `lessonlib.analysis.distributions.nucleus_mask`, so it is exactly the rule of
 `lessonlib.sampling.filter_top_p`: token j in descending order is kept iff the mass of the
 tokens before it is < p (the token that crosses p is kept, the top token always is).
 """
@@ -19,7 +19,13 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
-from lessonlib.distributions import CONFIDENT, LONG_TAILED, QUIZ_NUCLEUS, as_probs, nucleus_mask
+from lessonlib.analysis.distributions import (
+    CONFIDENT,
+    LONG_TAILED,
+    QUIZ_NUCLEUS,
+    as_probs,
+    nucleus_mask,
+)
 from lessonlib.generation import LanguageModel, prompt_logits
 from lessonlib.tokenizer import CharTokenizer
 

@@ -3,7 +3,7 @@
 `PipelineViewerState` is an immutable value; every transition (`set_temperature`, `set_top_k`,
 `set_top_p`, `set_source`, `with_source`, `draw`, `reset`) returns a new state. The four panels
 of the view are derived here: the probabilities after temperature, after top-k, after top-p
-(`lessonlib.pipeline_order.stage_probs`, so the last one is exactly `sampling_probs`), and the
+(`lessonlib.analysis.stage_order.stage_probs`, so the last one is exactly `sampling_probs`), and the
 empirical frequencies of the draws, which come from `sample_next` through the state's own seeded
 generator. A change of the distribution shown (a setting or the source) clears the draws, since
 draws from another distribution say nothing about the new bars; only `reset` re-seeds.
@@ -24,8 +24,8 @@ from types import MappingProxyType
 import torch
 from torch import Tensor
 
+from lessonlib.analysis.stage_order import StageProbs, draw_tokens, kept_mask, stage_probs
 from lessonlib.generation import LanguageModel, prompt_logits
-from lessonlib.pipeline_order import StageProbs, draw_tokens, kept_mask, stage_probs
 from lessonlib.sampling import check_temperature
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.widgets.state import same_state

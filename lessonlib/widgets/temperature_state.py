@@ -30,8 +30,8 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
+from lessonlib.analysis.distributions import entropy
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY, load_bigram
-from lessonlib.distributions import entropy
 from lessonlib.generation import LanguageModel, prompt_logits
 from lessonlib.sampling import check_temperature, filter_top_k, sample_next, sampling_probs
 from lessonlib.tokenizer import CharTokenizer

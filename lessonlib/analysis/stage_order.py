@@ -30,13 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lessonlib.generation import (
-    GENERATION_THREADS,
-    Generation,
-    LanguageModel,
-    generate,
-    torch_threads,
-)
+from lessonlib.generation import Generation, LanguageModel, generate
 from lessonlib.progress import progress_bar
 from lessonlib.sampling import (
     apply_temperature,
@@ -45,6 +39,7 @@ from lessonlib.sampling import (
     sample_next,
     sampling_probs,
 )
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [

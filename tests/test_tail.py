@@ -1,4 +1,4 @@
-"""Tests for lessonlib.tail_analysis: tail masses, ranks, and the search for a tail-token break."""
+"""Tests for lessonlib.analysis.tail: tail masses, ranks, and the search for a tail-token break."""
 
 from __future__ import annotations
 
@@ -10,9 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lessonlib import tinytales
-from lessonlib.generation import Generation
-from lessonlib.sampling import filter_top_k
-from lessonlib.tail_analysis import (
+from lessonlib.analysis.tail import (
     BreakCounts,
     PairedRuns,
     StoryBreak,
@@ -32,6 +30,8 @@ from lessonlib.tail_analysis import (
     token_ranks,
     valid_stories,
 )
+from lessonlib.generation import Generation
+from lessonlib.sampling import filter_top_k
 from lessonlib.tokenizer import CharTokenizer
 from tests.stub_models import StubModel
 

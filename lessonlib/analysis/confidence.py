@@ -7,7 +7,7 @@ exceeds a threshold; "uncertain" means high entropy. The kept sets come from `le
 (`filter_top_k`, `filter_top_p`), so the counts are exactly what the sampler keeps.
 
 For whole stories, `setting_sweep` draws and scores stories per sampler setting (scored with
-`lessonlib.temperature_sweep.score_samples`), `paired_difference` compares two of its rows
+`lessonlib.analysis.sweeps.score_samples`), `paired_difference` compares two of its rows
 with a standard error (`format_paired` prints several such comparisons), and `ending_cut`
 reads the model over drawn stories to see whether a nucleus kept the grammar's endings. Every setting draws from generators seeded alike, so story i of two
 settings shares its random numbers: the per-story differences are paired, and their spread, not
@@ -25,11 +25,12 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.generation import GENERATION_THREADS, LanguageModel, generate, torch_threads
+from lessonlib.analysis.sweeps import SampleScores, score_samples, setting_label
+from lessonlib.generation import LanguageModel, generate
 from lessonlib.metrics import distinct_n, repetition_rate
 from lessonlib.progress import progress_bar
 from lessonlib.sampling import filter_top_k, filter_top_p
-from lessonlib.temperature_sweep import SampleScores, score_samples, setting_label
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [

@@ -10,15 +10,10 @@ import pytest
 import torch
 
 from lessonlib import tinytales
-from lessonlib.checkpoint import load_model
-from lessonlib.degeneration import self_bleu, word_frequencies, zipf_coefficient
-from lessonlib.degeneration_lab import (
+from lessonlib.analysis.degeneration import self_bleu, word_frequencies, zipf_coefficient
+from lessonlib.analysis.degeneration_table import (
     BEAM,
     BEAM_FIXED,
-    DEFAULT_BEAM_PROMPTS,
-    DEFAULT_MAX_NEW_TOKENS,
-    DEFAULT_PROMPT_CHARS,
-    DEFAULT_SAMPLES,
     ENDING_OPENINGS,
     ORDER,
     PAPER,
@@ -38,7 +33,6 @@ from lessonlib.degeneration_lab import (
     held_out_stories,
     lab_results,
     load_results,
-    main,
     measure_methods,
     nats_per_method,
     repetition_probs,
@@ -47,6 +41,14 @@ from lessonlib.degeneration_lab import (
     run_lab,
     sample_method,
     stock_sentence_frame,
+)
+from lessonlib.checkpoint import load_model
+from lessonlib.degeneration_lab.__main__ import (
+    DEFAULT_BEAM_PROMPTS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_PROMPT_CHARS,
+    DEFAULT_SAMPLES,
+    main,
 )
 from lessonlib.scoring import model_char_log_probs
 
@@ -226,9 +228,9 @@ def test_beam_search_in_chunks_finds_what_one_batch_finds(shipped, monkeypatch):
     model, tokenizer = shipped
     prompts, _ = held_out_stories(3, 200)
     kwargs = {"tokenizer": tokenizer, "max_new_tokens": 12}
-    monkeypatch.setattr("lessonlib.degeneration_lab.BEAM_CHUNK", 3)
+    monkeypatch.setattr("lessonlib.analysis.degeneration_table.BEAM_CHUNK", 3)
     together = run_beam_search(model, prompts, **kwargs)
-    monkeypatch.setattr("lessonlib.degeneration_lab.BEAM_CHUNK", 2)
+    monkeypatch.setattr("lessonlib.analysis.degeneration_table.BEAM_CHUNK", 2)
     chunked = run_beam_search(model, prompts, **kwargs)
     assert len(chunked) == len(prompts)
     assert [b.best.text for b in chunked] == [b.best.text for b in together]

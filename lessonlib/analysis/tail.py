@@ -21,9 +21,10 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.distributions import tail_mass
-from lessonlib.generation import Generation, LanguageModel, generate, torch_threads
+from lessonlib.analysis.distributions import tail_mass
+from lessonlib.generation import Generation, LanguageModel, generate
 from lessonlib.progress import progress_bar
+from lessonlib.threads import torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [

@@ -15,18 +15,12 @@ from dataclasses import dataclass
 import torch
 
 from lessonlib.beam_search import BeamSearchResult, Hypothesis
-from lessonlib.generation import (
-    GENERATION_THREADS,
-    Generation,
-    LanguageModel,
-    next_token_logits,
-    reserve_cache,
-    torch_threads,
-)
+from lessonlib.generation import Generation, LanguageModel, next_token_logits, reserve_cache
 from lessonlib.metrics import Cycle, find_cycle, repetition_rate
 from lessonlib.progress import progress_bar
 from lessonlib.sampling import sample_next
 from lessonlib.scoring import model_char_log_probs, truth_char_log_probs
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [

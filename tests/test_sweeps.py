@@ -1,4 +1,4 @@
-"""Tests for lessonlib.temperature_sweep: the regimes, sample scoring and the sweep itself."""
+"""Tests for lessonlib.analysis.sweeps: the regimes, sample scoring and the sweep itself."""
 
 from __future__ import annotations
 
@@ -11,9 +11,7 @@ import pytest
 import torch
 
 from lessonlib import tinytales
-from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY, load_bigram
-from lessonlib.metrics import distinct_n, repetition_rate
-from lessonlib.temperature_sweep import (
+from lessonlib.analysis.sweeps import (
     SampleScores,
     format_scores,
     format_trade_off,
@@ -23,6 +21,8 @@ from lessonlib.temperature_sweep import (
     temperature_regimes,
     temperature_sweep,
 )
+from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY, load_bigram
+from lessonlib.metrics import distinct_n, repetition_rate
 
 EXAMPLE = torch.tensor([2.0, 1.0, 0.0])
 
@@ -203,7 +203,7 @@ def test_format_scores_is_one_line_per_row() -> None:
 
 
 def test_sampler_sweep_scores_any_setting_on_shared_random_numbers(bigram) -> None:
-    from lessonlib.temperature_sweep import sampler_sweep, setting_label
+    from lessonlib.analysis.sweeps import sampler_sweep, setting_label
 
     model, tokenizer = bigram
     settings = [{"temperature": 1.0}, {"top_k": 1}, {"top_p": 0.5, "temperature": 0.7}]

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.distributions import entropy
+from lessonlib.analysis.distributions import entropy
 from lessonlib.generation import LanguageModel, generate
 from lessonlib.metrics import distinct_n, find_cycle, repetition_rate
 from lessonlib.progress import progress_bar

@@ -1,23 +1,13 @@
-"""Lesson 08's experiment, Table 1 of Holtzman et al. 2020 on the course GPT, at any size.
+"""The experiment of Holtzman et al. 2020, Table 1, on the course GPT at any size.
 
-The experiment's definition (the decoding methods, their settings and generator seeds, the
-held-out prompts, the paper's values) and the steps that turn generations into table rows live
-here, so the notebook and the command below run the same code. The notebook runs a few dozen
-generations per method live, to show the method; the command runs the full size (300 per
-method, beam search on 100 prompts) and can write its results to the file the notebook reads,
-`data/degeneration_lab_results.json` (a test regenerates that file and compares it exactly):
-
-    python -m lessonlib.degeneration_lab [--samples N] [--beam-prompts M] [--max-new-tokens T]
-        [--prompt-chars P] [--seed S] [--write PATH]
-
-Also here: the paper's mechanism of repetition measured on our model (`repetition_probs`: the
-probability of the hero's stock sentence each time it is said again, model beside grammar).
-The measures themselves are in `lessonlib.degeneration`; this module only orchestrates them.
+The decoding methods and their seeds, the held-out prompts, the paper's values, the repetition
+measurement, and the steps from generations to table rows. Lesson 08 runs it live at a small
+size; `python -m lessonlib.degeneration_lab` runs it at full size and writes
+`data/degeneration_lab_results.json`. The measures themselves are in `analysis.degeneration`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import time
@@ -32,13 +22,10 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.beam_search import BeamSearchResult, beam_search_many
-from lessonlib.checkpoint import load_model
-from lessonlib.degeneration import (
+from lessonlib.analysis.degeneration import (
     DegenerationRow,
     continuation_log_probs,
     ends_in_loop,
-    format_table,
     generation_log_probs,
     mean_standard_error,
     measure_decoding,
@@ -50,6 +37,7 @@ from lessonlib.degeneration import (
     zipf_coefficient,
     zipf_standard_error,
 )
+from lessonlib.beam_search import BeamSearchResult, beam_search_many
 from lessonlib.generation import Generation, LanguageModel, generate
 from lessonlib.metrics import find_cycle, repetition_rate
 from lessonlib.paths import DATA_DIR
@@ -82,7 +70,6 @@ __all__ = [
     "held_out_stories",
     "lab_results",
     "load_results",
-    "main",
     "measure_methods",
     "nats_per_method",
     "repetition_probs",
@@ -581,146 +568,3 @@ def format_repetition(results: Mapping[str, Any], sayings: Sequence[int] = (1, 2
 # 1.0 GB: the KV cache of 300 rows of up to 400 positions. (On a busy machine, set
 # OMP_WAIT_POLICY=PASSIVE: torch's two threads then stop spinning while they wait, which was up
 # to 15 times faster here and changes no result.)
-DEFAULT_SAMPLES = 300
-DEFAULT_BEAM_PROMPTS = 100
-DEFAULT_MAX_NEW_TOKENS = 240
-DEFAULT_PROMPT_CHARS = 160
-MIN_NEW_TOKENS = 20  # shorter continuations can leave a method fewer than 2 words to fit Zipf to
-
-
-def _check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace, block: int) -> None:
-    """Exit through `parser.error` naming the first argument out of range, and what is accepted."""
-    if args.samples < 2:
-        parser.error(f"--samples must be >= 2 (Self-BLEU needs two texts), got {args.samples}")
-    if not 2 <= args.beam_prompts <= args.samples:
-        parser.error(
-            f"--beam-prompts must be in 2..{args.samples} (at least two texts for Self-BLEU, at "
-            f"most --samples), got {args.beam_prompts}"
-        )
-    if not MIN_NEW_TOKENS <= args.max_new_tokens <= block - 2:  # room for a 1-character prompt
-        parser.error(
-            f"--max-new-tokens must be in {MIN_NEW_TOKENS}..{block - 2}, got {args.max_new_tokens}"
-        )
-    if args.seed in (0, 1):
-        parser.error(
-            f"--seed must not be 0 or 1 (the training and validation stories), got {args.seed}"
-        )
-    stories = tinytales.generate_stories(args.samples, seed=args.seed)
-    # Every generation must fit in the model's context (start marker + prompt + new tokens).
-    longest_prompt = min(min(len(story) for story in stories) - 1, block - 1 - args.max_new_tokens)
-    if not 1 <= args.prompt_chars <= longest_prompt:
-        parser.error(
-            f"--prompt-chars must be in 1..{longest_prompt} (a prompt leaves every story a "
-            f"continuation and fits the model's context of {block} tokens with "
-            f"--max-new-tokens {args.max_new_tokens}), got {args.prompt_chars}"
-        )
-    # The human continuations are scored in one pass each: a whole story and its end must fit.
-    for index, story in enumerate(stories):
-        if len(story) + 1 > block:
-            parser.error(
-                f"--samples must be <= {index} with --seed {args.seed}: held-out story {index} "
-                f"has {len(story)} characters, too long for the model's context of {block} "
-                f"tokens, got {args.samples}"
-            )
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Command line: run the experiment at the chosen size and print sizes, timings and tables."""
-    parser = argparse.ArgumentParser(
-        prog="python -m lessonlib.degeneration_lab",
-        description="Lesson 08's degeneration table (Holtzman et al. 2020, Table 1) with more "
-        "generations per method than the notebook can afford.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--samples", type=int, default=DEFAULT_SAMPLES, help="prompts, so generations per method"
-    )
-    parser.add_argument(
-        "--beam-prompts",
-        type=int,
-        default=DEFAULT_BEAM_PROMPTS,
-        help=f"prompts that beam search continues (it costs {BEAM_WIDTH} rows per prompt)",
-    )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=DEFAULT_MAX_NEW_TOKENS,
-        help="length cap of every continuation, in characters",
-    )
-    parser.add_argument(
-        "--prompt-chars",
-        type=int,
-        default=DEFAULT_PROMPT_CHARS,
-        help="characters of each held-out story given as the prompt",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=STORY_SEED,
-        help="seed of the held-out stories (another seed: another replicate of the experiment)",
-    )
-    parser.add_argument(
-        "--write",
-        type=Path,
-        default=None,
-        metavar="PATH",
-        help="also write the results as JSON to PATH (the notebook reads "
-        "data/degeneration_lab_results.json, made with the default sizes)",
-    )
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    model, tokenizer = load_model()
-    _check_sizes(parser, args, model.block_size)
-    print(
-        f"{args.samples} held-out TinyTales stories (seed {args.seed}); prompts of "
-        f"{args.prompt_chars} characters, continuations of at most {args.max_new_tokens}"
-    )
-    print(
-        f"generations per method: {args.samples} ({BEAM}: the first {args.beam_prompts} "
-        f"prompts, {BEAM_WIDTH * args.beam_prompts} rows)"
-    )
-    run = run_lab(
-        model,
-        tokenizer,
-        samples=args.samples,
-        beam_prompts=args.beam_prompts,
-        max_new_tokens=args.max_new_tokens,
-        prompt_chars=args.prompt_chars,
-        seed=args.seed,
-        progress=True,
-    )
-    print("\ngeneration time per method:")
-    for method, seconds in run.timings.items():
-        print(f"  {method:<16}{seconds:>7.1f} s")
-    print(f"scoring and measuring: {run.measure_seconds:.1f} s\n")
-    results = lab_results(run)
-    print(format_results(results))
-    print(
-        f"\n{BEAM_FIXED}: beam search with the end forbidden, exactly {args.max_new_tokens} "
-        "characters. Self-BLEU4's error treats the generations' scores as independent; Zipf's is "
-        "a jackknife over generations. Self-BLEU4 and Zipf depend on how many texts there are, so "
-        "the beam rows, from fewer texts, are not comparable with the others on them."
-    )
-    print(
-        f"{BEAM_FIXED}: {results['fixed_beam_ends_on_ending']} of {len(run.fixed_beams)} texts "
-        "end on an ending sentence, though they may not end the story.\n"
-    )
-    print("beside Holtzman et al. 2020, Table 1 (the paper's own settings: k of 50,257 tokens):")
-    print(format_table(list(run.rows.values()), paper=PAPER_BESIDE))
-    print("the paper's rows and columns left out: " + "; ".join(
-        f"{label} ({why})" for label, why in PAPER_LEFT_OUT.items()
-    ))  # fmt: skip
-    print(
-        f"\nthe hero's stock sentence said {REPEATS} times after the frame of each story: the "
-        "probability of each saying,\nunder the model and the grammar (Holtzman et al.: it grows "
-        "with each repetition in GPT-2):"
-    )
-    print(format_repetition(results))
-    if args.write is not None:
-        args.write.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
-        print(f"\nwrote {args.write}")
-    print(f"\ntotal: {time.perf_counter() - started:.1f} s")
-
-
-if __name__ == "__main__":
-    main()

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lessonlib import tinytales
-from lessonlib.generation import Generation, generate
-from lessonlib.pipeline_order import (
+from lessonlib.analysis.stage_order import (
     STAGES,
     SWAPS,
     compare_orders,
@@ -26,6 +25,7 @@ from lessonlib.pipeline_order import (
     stage_probs,
     temperature_last_probs,
 )
+from lessonlib.generation import Generation, generate
 from lessonlib.sampling import filter_top_k, filter_top_p, sampling_probs
 from lessonlib.tokenizer import CharTokenizer
 from tests.stub_models import StubModel

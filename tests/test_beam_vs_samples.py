@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lessonlib import tinytales
-from lessonlib.beam_report import (
+from lessonlib.analysis.beam_vs_samples import (
     format_beam_steps,
     format_profiles,
     generation_log_probs,

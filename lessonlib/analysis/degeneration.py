@@ -52,11 +52,12 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.distributions import entropy
-from lessonlib.generation import GENERATION_THREADS, Generation, LanguageModel, torch_threads
+from lessonlib.analysis.distributions import entropy
+from lessonlib.generation import Generation, LanguageModel
 from lessonlib.metrics import distinct_n
 from lessonlib.sampling import sampling_probs
 from lessonlib.scoring import truth_char_log_probs
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 
 __all__ = [

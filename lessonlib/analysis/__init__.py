@@ -1,0 +1,1 @@
+"""Helpers that compute what the lessons measure, one module per topic."""

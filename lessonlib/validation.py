@@ -1,0 +1,128 @@
+"""Argument checks shared by the whole package: each raises naming the parameter, the value and
+what is accepted, and returns the value in its plain Python type."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_generator",
+    "check_int",
+    "check_logits",
+    "check_optional_int",
+    "check_probability",
+    "check_real",
+]
+
+
+def _describe(value: object) -> str:
+    return f"{value!r} of type {type(value).__name__}"
+
+
+def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
+    """`value` as an int in [low, high] (either end may be open), else TypeError/ValueError."""
+    accepted = _int_range(low, high)
+    # bool is an int subclass, but True as a count or a step is always a slip.
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int{accepted}, got {_describe(value)}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be an int{accepted}, got {value!r}")
+    return int(value)
+
+
+def check_optional_int(name: str, value: object, *, low: int | None = None) -> int | None:
+    """`value` as an int >= low, or None (a setting that is off)."""
+    if value is None:
+        return None
+    try:
+        return check_int(name, value, low=low)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int{_int_range(low, None)} or None, got {_describe(value)}"
+        ) from None
+    except ValueError:
+        raise ValueError(
+            f"{name} must be an int{_int_range(low, None)} or None, got {value!r}"
+        ) from None
+
+
+def _int_range(low: int | None, high: int | None) -> str:
+    if low is not None and high is not None:
+        return f" in {low}..{high}"
+    if low is not None:
+        return f" >= {low}"
+    if high is not None:
+        return f" <= {high}"
+    return ""
+
+
+def check_real(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    """`value` as a finite float in [low, high] ((low, high] with `low_open`), else an error."""
+    accepted = _real_range(low, high, low_open)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number{accepted}, got {_describe(value)}")
+    value = float(value)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    # Written so that NaN fails too: every comparison with NaN is False.
+    if not math.isfinite(value) or too_low or (high is not None and value > high):
+        raise ValueError(f"{name} must be a finite number{accepted}, got {value!r}")
+    return value
+
+
+def _real_range(low: float | None, high: float | None, low_open: bool) -> str:
+    if low is not None and high is not None:
+        return f" in {'(' if low_open else '['}{low:g}, {high:g}]"
+    if low is not None:
+        return f" {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f" <= {high:g}"
+    return ""
+
+
+def check_probability(name: str, value: object, *, allow_none: bool = False) -> float | None:
+    """A probability threshold p in (0, 1] (None allowed with `allow_none`: the rule is off)."""
+    if value is None and allow_none:
+        return None
+    off = " or None" if allow_none else ""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number in (0, 1]{off}, got {_describe(value)}")
+    if not 0 < value <= 1:  # "not" so that NaN fails
+        raise ValueError(f"{name} must be in (0, 1]{off}, got {value!r}")
+    return float(value)
+
+
+def check_generator(name: str, value: object) -> torch.Generator | None:
+    """A torch.Generator, or None (torch's global generator)."""
+    if value is not None and not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator or None, got {type(value).__name__}")
+    return value
+
+
+def check_logits(name: str, value: object, *, dims: tuple[int, ...] = (1, 2)) -> Tensor:
+    """A non-empty floating tensor with one of `dims` dimensions (values are not read)."""
+    shapes = " or ".join({1: "(V,)", 2: "(B, V)", 3: "(B, T, V)"}[d] for d in dims)
+    if not isinstance(value, Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape {shapes}, got {type(value).__name__}"
+        )
+    if not value.is_floating_point():
+        raise TypeError(
+            f"{name} must have a floating dtype (e.g. torch.float32), got {value.dtype}; "
+            f"convert with {name}.float()"
+        )
+    if value.dim() not in dims:
+        raise ValueError(f"{name} must have shape {shapes}, got shape {tuple(value.shape)}")
+    if value.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
+    return value
