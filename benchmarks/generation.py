@@ -4,16 +4,22 @@ Prints a table and the ratios the course's targets are stated in:
 - a cached greedy step costs at most 1.3x one bare forward pass over a single token;
 - with the cache, 240 new tokens from a 16-character prompt are at least 5x faster than
   recomputing the whole context at every step.
-Each timing is the median of several repeats, interleaved so that machine noise hits both
-sides alike. Run: .venv/bin/python benchmarks/generation.py
+Each timing is the median of several repeats, interleaved so that machine noise hits every
+measurement alike. `--baseline DIR` also times `generate` from another checkout (for example
+`git worktree add /tmp/base HEAD`) in the same rounds, to compare a change with what it replaces.
+Run: .venv/bin/python benchmarks/generation.py [--repeats 5] [--baseline DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 import torch
 
@@ -41,15 +47,37 @@ def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> d
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def baseline_module(directory: str, name: str) -> ModuleType:
+    """Module `name` of the lessonlib in `directory`, imported beside this checkout's lessonlib."""
+    ours = {key: module for key, module in sys.modules.items() if key.startswith("lessonlib")}
+    for key in ours:
+        del sys.modules[key]
+    sys.path.insert(0, str(Path(directory).resolve()))
+    try:
+        # The baseline's functions keep their own module globals once imported.
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+        for key in [key for key in sys.modules if key.startswith("lessonlib")]:
+            del sys.modules[key]
+        sys.modules.update(ours)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
+    parser.add_argument("--baseline", help="another checkout whose generate is timed alongside")
     args = parser.parse_args()
     model, tokenizer = load_model()
     assert len(PROMPT) == 16
+    versions = {"": generate}
+    if args.baseline:
+        baseline = baseline_module(args.baseline, "lessonlib.generation")
+        print(f"baseline: {baseline.__file__}")
+        versions["baseline "] = baseline.generate
 
-    def greedy(batch: int, use_cache: bool) -> Callable[[], object]:
-        return lambda: generate(
+    def greedy(batch: int, use_cache: bool, label: str = "") -> Callable[[], object]:
+        return lambda: versions[label](
             model,
             [PROMPT] * batch,
             tokenizer=tokenizer,
@@ -69,37 +97,48 @@ def main() -> None:
             for _ in range(NEW_TOKENS):
                 model(one_token)
 
-    batch_1 = {"bare": bare_forwards, "cached": greedy(1, True), "uncached": greedy(1, False)}
+    batch_1 = {"bare": bare_forwards}
+    for label in versions:
+        batch_1[f"{label}cached"] = greedy(1, True, label)
+        batch_1[f"{label}uncached"] = greedy(1, False, label)
     medians = interleaved_medians(batch_1, args.repeats)
+    large = {f"{label}b256": greedy(256, True, label) for label in versions}
+    medians.update(interleaved_medians(large, max(1, args.repeats // 2)))
     forward = medians["bare"] / NEW_TOKENS
-    cached, uncached = medians["cached"], medians["uncached"]
-    batch_256 = interleaved_medians({"b256": greedy(256, True)}, max(1, args.repeats // 2))["b256"]
-
-    cached_step = cached / NEW_TOKENS
     counted = [
         generation_flops(
             model.config, prompt_length=len(PROMPT) + 1, max_new_tokens=NEW_TOKENS, use_cache=cache
         ).total
         for cache in (False, True)
     ]
-    rows = [
-        ("bare forward, 1 token", forward * 1e3, 1 / forward),
-        ("cached greedy, batch 1", cached_step * 1e3, NEW_TOKENS / cached),
-        ("uncached greedy, batch 1", uncached / NEW_TOKENS * 1e3, NEW_TOKENS / uncached),
-        ("cached greedy, batch 256", batch_256 / NEW_TOKENS * 1e3, 256 * NEW_TOKENS / batch_256),
-    ]
     print(
         f"torch {torch.__version__}; decoding threads: {decoding_threads(1)} at batch 1, "
         f"{decoding_threads(256)} at batch 256; "
         f"{NEW_TOKENS} new tokens after a {len(PROMPT)}-character prompt"
     )
-    print(f"{'measurement':28} {'ms per step':>12} {'tokens/s':>10}")
-    for name, ms, rate in rows:
-        print(f"{name:28} {ms:12.3f} {rate:10.0f}")
-    print()
-    print(f"cached step / bare one-token forward: {cached_step / forward:.2f}x (target <= 1.3)")
-    print(f"uncached / cached time:              {uncached / cached:.2f}x (target >= 5)")
+    print(f"{'measurement':37} {'ms per step':>12} {'tokens/s':>10}")
+    print(f"{'bare forward, 1 token':37} {forward * 1e3:12.3f} {1 / forward:10.0f}")
+    for label in versions:
+        for name, key, rows in (
+            ("cached greedy, batch 1", "cached", 1),
+            ("uncached greedy, batch 1", "uncached", 1),
+            ("cached greedy, batch 256", "b256", 256),
+        ):
+            seconds = medians[label + key]
+            rate = rows * NEW_TOKENS / seconds
+            print(f"{label + name:37} {seconds / NEW_TOKENS * 1e3:12.3f} {rate:10.0f}")
+    for label in versions:
+        cached, uncached = medians[f"{label}cached"], medians[f"{label}uncached"]
+        print()
+        step = cached / NEW_TOKENS / forward
+        print(f"{label}cached step / bare one-token forward: {step:.2f}x (target <= 1.3)")
+        print(f"{label}uncached / cached time:              {uncached / cached:.2f}x (target >= 5)")
     print(f"uncached / cached counted FLOPs:      {counted[0] / counted[1]:.2f}x")
+    if args.baseline:
+        print()
+        for key in ("cached", "uncached", "b256"):
+            ratio = medians[key] / medians[f"baseline {key}"]
+            print(f"this checkout / baseline, {key:8}: {ratio:.3f}x time (within 10%: <= 1.10)")
 
 
 if __name__ == "__main__":

@@ -1,26 +1,10 @@
 """Beam search: keep the `beam_width` most probable continuations instead of drawing one.
 
-Every course model answers the same call (see `lessonlib.generation`), so one search serves
-the bigram and the GPT. The beam's hypotheses are rows of one batch: each step runs the model
-once on all of them with the KV cache. A kept hypothesis stays in its parent's cache row when it
-can; only a parent's second, third... child is copied into the row of a hypothesis that died,
-so each step copies a few cache rows instead of reordering all of them.
-
-Scores. A hypothesis's raw score is the natural-log probability of its generated tokens given
-the prompt, summed token by token. Finished hypotheses are ranked by the normalised score
-
-    score = log_prob / length ** length_penalty
-
-where `length` counts the generated tokens *including* the end token. length_penalty = 0
-ranks by raw log-probability; larger values divide long hypotheses' (negative) totals by more,
-so they favour longer text.
-
-Also here: `exhaustive_search`, which enumerates every finished continuation of a toy model,
-and `most_probable_continuation`, an exact best-first search for the single most probable
-finished continuation; both give beam search a ground truth to be checked against.
-
-Deliberately simplified: no n-gram blocking, no diverse or sampled beams, no batching of
-prompts of different lengths. This module is not about sampling (see `lessonlib.sampling`).
+One search serves the bigram and the GPT (both answer `lessonlib.generation`'s call). Finished
+hypotheses rank by `normalised_score`: log_prob / length ** length_penalty, the end token counted
+in the length. `exhaustive_search` and `most_probable_continuation` are exact searches that give
+beam search a ground truth on small cases. Not here: n-gram blocking, diverse or sampled beams,
+prompts of different lengths in one batch.
 """
 
 from __future__ import annotations
@@ -37,6 +21,7 @@ from torch import Tensor
 from lessonlib.generation import LanguageModel, next_token_logits, reserve_cache
 from lessonlib.threads import GENERATION_THREADS, decoding_threads, torch_threads
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_optional_int, check_real
 
 __all__ = [
     "BeamSearchResult",
@@ -103,10 +88,13 @@ class BeamSearchResult:
 
 
 def normalised_score(log_prob: float, length: int, *, length_penalty: float) -> float:
-    """log_prob / length ** length_penalty: the score that ranks finished hypotheses."""
-    _check_length_penalty(length_penalty)
-    if isinstance(length, bool) or not isinstance(length, int) or length < 1:
-        raise ValueError(f"length must be an int >= 1, got {length!r}")
+    """log_prob / length ** length_penalty: the score that ranks finished hypotheses.
+
+    length_penalty = 0 ranks by raw log-probability; larger values divide long hypotheses'
+    (negative) totals by more, so they favour longer text.
+    """
+    check_real("length_penalty", length_penalty, low=0)
+    check_int("length", length, low=1)
     return log_prob / length**length_penalty
 
 
@@ -152,53 +140,29 @@ def beam_search_many(
 ) -> list[BeamSearchResult]:
     """Beam search for each prompt at once (prompts of equal length in tokens), one batch.
 
-    Each step extends every live hypothesis by every token and scores each extension by its
-    summed log-probability. The best `beam_width` extensions form the new beam; those that
-    end with the boundary token move to the finished list, and the beam is topped up with the
-    next best extensions that do not end, so `beam_width` hypotheses stay alive. A prompt's
-    search stops once `beam_width` finished hypotheses have normalised scores (the module
-    docstring's formula) that no live hypothesis can beat: a live one with log-probability
-    s can reach at most s / max_new_tokens ** length_penalty, since s only falls. Otherwise
-    it stops after max_new_tokens tokens. beam_width = 1 with length_penalty = 0 is greedy.
-
-    min_new_tokens forbids the end token among the first min_new_tokens generated tokens
-    (None: never forbidden); min_new_tokens = max_new_tokens searches for the most probable
-    continuation of exactly that length, as open-ended generation does. Forbidding does not
-    renormalise: every score stays the model's own log-probability.
+    Each step keeps the best `beam_width` extensions that do not end; those among the best
+    `beam_width` that end are finished. A prompt stops once no live hypothesis can beat its
+    `beam_width` best finished ones, or after max_new_tokens tokens (width 1 with length_penalty
+    0 is greedy). min_new_tokens forbids the end token among the first min_new_tokens tokens.
     """
     prompts = _check_prompts(prompts, tokenizer)
-    _check_positive_int("beam_width", beam_width)
-    _check_positive_int("max_new_tokens", max_new_tokens)
-    _check_length_penalty(length_penalty)
-    if min_new_tokens is not None:
-        _check_positive_int("min_new_tokens", min_new_tokens)
+    check_int("beam_width", beam_width, low=1)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    check_real("length_penalty", length_penalty, low=0)
+    check_optional_int("min_new_tokens", min_new_tokens, low=1)
     _check_vocab(model, tokenizer)
     width, vocab, end = beam_width, model.vocab_size, tokenizer.boundary_id
-    encoded = [[end, *tokenizer.encode(p)] for p in prompts]
-    if len({len(ids) for ids in encoded}) != 1:
-        raise ValueError(
-            "prompts must have the same length in tokens, got lengths "
-            f"{sorted({len(ids) - 1 for ids in encoded})}; search them in separate calls"
-        )
-    start = len(encoded[0])  # generated tokens begin at this column of `context`
-    # Each prompt owns `width` consecutive rows. At first only its row 0 is alive (the others
-    # score -inf), so the first step expands the prompt once, not `width` times.
-    context = torch.tensor(encoded, device=_device(model)).repeat_interleave(width, dim=0)
+    # Each prompt owns `width` consecutive rows; generated tokens begin at column `start`.
+    context = _prompt_rows(prompts, tokenizer, width, device=_device(model))
+    start = context.shape[1]
+    # At first only each prompt's row 0 is alive (the others score -inf), so the first step
+    # expands the prompt once, not `width` times.
     scores = torch.full((len(prompts), width), -math.inf, dtype=torch.float64)
     scores[:, 0] = 0.0
     kv_cache = model.new_kv_cache(len(prompts) * width) if use_cache else None
     reserve_cache(kv_cache, start + max_new_tokens, block_size=model.block_size)
-    beams = [
-        _Beam(
-            p,
-            width=width,
-            length_penalty=length_penalty,
-            max_new_tokens=max_new_tokens,
-            tokenizer=tokenizer,
-        )
-        for p in prompts
-    ]
-    fresh = start
+    beams = [_Beam(prompt, width, length_penalty, max_new_tokens, tokenizer) for prompt in prompts]
+    fresh = start  # tokens the model has not read yet
     with torch_threads(decoding_threads(len(prompts) * width)):
         for step in range(1, max_new_tokens + 1):
             logits = next_token_logits(model, context, kv_cache, new_tokens=fresh)
@@ -206,33 +170,68 @@ def beam_search_many(
             if min_new_tokens is not None and step <= min_new_tokens:
                 log_probs[:, end] = -math.inf  # masked after the softmax: no renormalising
             extended = scores[:, :, None] + log_probs.view(len(prompts), width, vocab)
-            # A stable sort breaks ties by (parent row, token id), as argmax does for greedy.
-            top_scores, top_index = extended.flatten(1).sort(dim=1, descending=True, stable=True)
-            keep = min(2 * width, width * vocab)  # enough to find `width` that do not end
-            top_scores, top_index = top_scores[:, :keep].tolist(), top_index[:, :keep].tolist()
-            sources, tokens, row_scores = [], [], []
-            for p, beam in enumerate(beams):
-                rows = context[p * width : (p + 1) * width, start:]
-                placed = beam.advance(top_scores[p], top_index[p], rows, vocab=vocab, end=end)
-                sources += [p * width + source for source, _, _ in placed]
-                tokens += [token for _, token, _ in placed]
-                row_scores += [score for _, _, score in placed]
-            source_rows = torch.tensor(sources, device=context.device)
-            next_tokens = torch.tensor(tokens, device=context.device)
+            source_rows, next_tokens, scores = _keep_best(beams, extended, context[:, start:], end)
             context = torch.cat([context[source_rows], next_tokens[:, None]], dim=1)
-            scores = torch.tensor(row_scores, dtype=torch.float64).view(len(prompts), width)
             _copy_cache_rows(kv_cache, source_rows)
             fresh = 1
-            for p, beam in enumerate(beams):
-                if beam.done:
-                    continue
-                rows = context[p * width : (p + 1) * width, start:]
-                beam.end_step(step, rows, scores[p].tolist(), record=record_steps)
-                if beam.done:
-                    scores[p] = -math.inf  # its rows stay in the batch but never win again
+            _end_steps(beams, step, context[:, start:], scores, record=record_steps)
             if all(beam.done for beam in beams):
                 break
     return [beam.result() for beam in beams]
+
+
+def _prompt_rows(
+    prompts: list[str], tokenizer: CharTokenizer, width: int, *, device: torch.device
+) -> Tensor:
+    """(len(prompts) * width, T) start marker and prompt ids, `width` copies of each prompt."""
+    encoded = [[tokenizer.boundary_id, *tokenizer.encode(p)] for p in prompts]
+    if len({len(ids) for ids in encoded}) != 1:
+        raise ValueError(
+            "prompts must have the same length in tokens, got lengths "
+            f"{sorted({len(ids) - 1 for ids in encoded})}; search them in separate calls"
+        )
+    return torch.tensor(encoded, device=device).repeat_interleave(width, dim=0)
+
+
+def _keep_best(
+    beams: list[_Beam], extended: Tensor, generated: Tensor, end: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Each beam's step: (source row, next token) of every batch row, and the (P, width) scores.
+
+    extended: (P, width, V) score of every extension; generated: the rows' generated ids.
+    """
+    prompts, width, vocab = extended.shape
+    # A stable sort breaks ties by (parent row, token id), as argmax does for greedy.
+    top_scores, top_index = extended.flatten(1).sort(dim=1, descending=True, stable=True)
+    keep = min(2 * width, width * vocab)  # enough to find `width` that do not end
+    top_scores, top_index = top_scores[:, :keep].tolist(), top_index[:, :keep].tolist()
+    sources, tokens, row_scores = [], [], []
+    for p, beam in enumerate(beams):
+        rows = generated[p * width : (p + 1) * width]
+        placed = beam.advance(top_scores[p], top_index[p], rows, vocab=vocab, end=end)
+        sources += [p * width + source for source, _, _ in placed]
+        tokens += [token for _, token, _ in placed]
+        row_scores += [score for _, _, score in placed]
+    return (
+        torch.tensor(sources, device=generated.device),
+        torch.tensor(tokens, device=generated.device),
+        torch.tensor(row_scores, dtype=torch.float64).view(prompts, width),
+    )
+
+
+def _end_steps(
+    beams: list[_Beam], step: int, generated: Tensor, scores: Tensor, *, record: bool
+) -> None:
+    """Let every running beam record its step and apply its stop rule."""
+    width = scores.shape[1]
+    for p, beam in enumerate(beams):
+        if beam.done:
+            continue
+        beam.end_step(
+            step, generated[p * width : (p + 1) * width], scores[p].tolist(), record=record
+        )
+        if beam.done:
+            scores[p] = -math.inf  # its rows stay in the batch but never win again
 
 
 class _Beam:
@@ -241,7 +240,6 @@ class _Beam:
     def __init__(
         self,
         prompt: str,
-        *,
         width: int,
         length_penalty: float,
         max_new_tokens: int,
@@ -293,11 +291,9 @@ class _Beam:
         return self._place(kept, end)
 
     def _place(self, kept: list[tuple[int, int, float]], end: int) -> list[tuple[int, int, float]]:
-        """Give each kept hypothesis a row, moving as few cache rows as possible.
-
-        The first child of a parent stays in the parent's row (nothing to copy); further
-        children take rows whose hypothesis died, and only those rows are copied.
-        """
+        """Give each kept hypothesis a row, moving as few cache rows as possible."""
+        # The first child of a parent stays in the parent's row (nothing to copy); further
+        # children take rows whose hypothesis died, and only those rows are copied.
         slots: list[int | None] = [None] * self.width  # slots[row] = index into kept
         spare = []
         for child, (parent, _, _) in enumerate(kept):
@@ -411,9 +407,9 @@ def exhaustive_search(
     zero are left out; so are those still unfinished after max_new_tokens tokens.
     """
     _check_prompt(prompt, tokenizer)
-    _check_positive_int("max_new_tokens", max_new_tokens)
-    _check_length_penalty(length_penalty)
-    _check_positive_int("max_sequences", max_sequences)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    check_real("length_penalty", length_penalty, low=0)
+    check_int("max_sequences", max_sequences, low=1)
     _check_vocab(model, tokenizer)
     end = tokenizer.boundary_id
     context = torch.tensor([[end, *tokenizer.encode(prompt)]], device=_device(model))
@@ -424,19 +420,9 @@ def exhaustive_search(
         for _ in range(max_new_tokens):
             logits = next_token_logits(model, context)
             extended = scores[:, None] + torch.log_softmax(logits.cpu().double(), dim=-1)
-            for ids, log_prob in zip(context[:, start:].tolist(), extended[:, end].tolist()):
-                if log_prob > -math.inf:
-                    ids = [*ids, end]
-                    finished.append(
-                        _make_hypothesis(ids, log_prob, True, tokenizer, length_penalty)
-                    )
-            extended[:, end] = -math.inf
-            rows, tokens = torch.nonzero(extended > -math.inf, as_tuple=True)
-            if len(rows) > max_sequences:
-                raise ValueError(
-                    f"exhaustive search would hold {len(rows)} prefixes, more than "
-                    f"max_sequences={max_sequences}; lower max_new_tokens or raise max_sequences"
-                )
+            finished += _ended(context[:, start:], extended[:, end], tokenizer, length_penalty)
+            extended[:, end] = -math.inf  # the others go on
+            rows, tokens = _live_prefixes(extended, max_sequences)
             if len(rows) == 0:
                 break
             scores = extended[rows, tokens]
@@ -444,6 +430,29 @@ def exhaustive_search(
                 [context[rows.to(context.device)], tokens[:, None].to(context.device)], 1
             )
     return sorted(finished, key=lambda h: -h.score)
+
+
+def _ended(
+    generated: Tensor, end_log_probs: Tensor, tokenizer: CharTokenizer, length_penalty: float
+) -> list[Hypothesis]:
+    """The finished continuations of the prefixes `generated` that can end here."""
+    end = tokenizer.boundary_id
+    return [
+        _make_hypothesis([*ids, end], log_prob, True, tokenizer, length_penalty)
+        for ids, log_prob in zip(generated.tolist(), end_log_probs.tolist())
+        if log_prob > -math.inf
+    ]
+
+
+def _live_prefixes(extended: Tensor, max_sequences: int) -> tuple[Tensor, Tensor]:
+    """(row, token) of every extension of probability > 0; ValueError past max_sequences."""
+    rows, tokens = torch.nonzero(extended > -math.inf, as_tuple=True)
+    if len(rows) > max_sequences:
+        raise ValueError(
+            f"exhaustive search would hold {len(rows)} prefixes, more than "
+            f"max_sequences={max_sequences}; lower max_new_tokens or raise max_sequences"
+        )
+    return rows, tokens
 
 
 @torch.inference_mode()
@@ -455,16 +464,14 @@ def most_probable_continuation(
     max_new_tokens: int,
     max_expansions: int = 100_000,
 ) -> Hypothesis | None:
-    """The exact most probable finished continuation (raw log-probability), or None if none.
-
-    Best-first (uniform-cost) search: always extend the most probable prefix found so far.
-    A prefix's log-probability only falls as it grows, so the first finished continuation
-    taken off the queue beats every other. Raises ValueError after max_expansions model calls.
-    """
+    """The exact most probable finished continuation, or None; ValueError past max_expansions."""
     _check_prompt(prompt, tokenizer)
-    _check_positive_int("max_new_tokens", max_new_tokens)
-    _check_positive_int("max_expansions", max_expansions)
+    check_int("max_new_tokens", max_new_tokens, low=1)
+    check_int("max_expansions", max_expansions, low=1)
     _check_vocab(model, tokenizer)
+    # Best-first (uniform-cost) search: always extend the most probable prefix found so far.
+    # A prefix's log-probability only falls as it grows, so the first finished continuation
+    # taken off the queue beats every other.
     end = tokenizer.boundary_id
     prefix = [end, *tokenizer.encode(prompt)]
     device = _device(model)
@@ -514,18 +521,6 @@ def _check_prompts(prompts: object, tokenizer: CharTokenizer) -> list[str]:
     for prompt in prompts:
         _check_prompt(prompt, tokenizer)
     return prompts
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-
-
-def _check_length_penalty(length_penalty: object) -> None:
-    if isinstance(length_penalty, bool) or not isinstance(length_penalty, int | float):
-        raise TypeError(f"length_penalty must be a number, got {length_penalty!r}")
-    if not (math.isfinite(length_penalty) and length_penalty >= 0):
-        raise ValueError(f"length_penalty must be a finite number >= 0, got {length_penalty!r}")
 
 
 def _check_vocab(model: LanguageModel, tokenizer: CharTokenizer) -> None:

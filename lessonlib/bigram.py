@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from pathlib import Path
 
 import torch
 
 from lessonlib.paths import DATA_DIR
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_real
 
 BOUNDARY = "·"  # U+00B7: marks both the start and the end of a name
 BIGRAM_SYMBOLS = BOUNDARY + "abcdefghijklmnopqrstuvwxyz"
@@ -83,10 +83,7 @@ class BigramModel(torch.nn.Module):
             raise TypeError(f"counts must have an integer dtype, got {counts.dtype}")
         if bool((counts < 0).any()):
             raise ValueError("counts must be non-negative, got a negative entry")
-        if isinstance(smoothing, bool) or not isinstance(smoothing, int | float):
-            raise TypeError(f"smoothing must be a number, got {smoothing!r}")
-        if not (math.isfinite(smoothing) and smoothing >= 0):
-            raise ValueError(f"smoothing must be a finite number >= 0, got {smoothing!r}")
+        check_real("smoothing", smoothing, low=0)
         smoothed = counts.to(torch.float64) + smoothing
         row_sums = smoothed.sum(dim=1, keepdim=True)
         if bool((row_sums == 0).any()):
@@ -126,8 +123,7 @@ class BigramModel(torch.nn.Module):
 
     def new_kv_cache(self, batch_size: int) -> None:
         """No cache for a bigram (the GPT returns one); still rejects a bad `batch_size`."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_int("batch_size", batch_size, low=1)
 
     def probs(self, context_char: str) -> torch.Tensor:
         """Probabilities (V,) of the next symbol after `context_char`."""

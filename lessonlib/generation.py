@@ -16,6 +16,9 @@ from torch import Tensor
 from lessonlib.sampling import sample_next
 from lessonlib.threads import GENERATION_THREADS, decoding_threads, torch_threads
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int
+
+_FIRST_ROOM = 256  # the fewest positions (tokens or steps) a growing buffer grows to
 
 
 @runtime_checkable
@@ -107,87 +110,142 @@ def generate(
 ) -> Generation:
     """Continue each prompt by sampling up to max_new_tokens tokens (see lessonlib.sampling).
 
-    The context starts with the tokenizer's boundary token (the "start of text" marker), then
-    the prompt. With stop_at_boundary, a row stops once it produces the boundary token; rows
-    of a batch stop independently. Same model, prompt, settings and seeded generator give
-    byte-identical text.
+    With stop_at_boundary a row stops once it draws the boundary token; rows of a batch stop
+    independently. The same model, prompts, settings and seeded generator give the same text.
     """
-    prompts = [prompt] if isinstance(prompt, str) else prompt
-    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
-        raise TypeError(f"prompt must be a str or a non-empty list of str, got {prompt!r}")
-    if (
-        isinstance(max_new_tokens, bool)
-        or not isinstance(max_new_tokens, int)
-        or max_new_tokens < 0
-    ):
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    prompts = _check_prompts(prompt)
+    check_int("max_new_tokens", max_new_tokens, low=0)
+    # Encode: each context is the boundary token (the "start of text" marker), then the prompt.
     encoded = [[tokenizer.boundary_id, *tokenizer.encode(p)] for p in prompts]
-    if len({len(ids) for ids in encoded}) != 1:
-        raise ValueError(
-            "prompts of a batch must have the same length in tokens, got lengths "
-            f"{sorted({len(ids) - 1 for ids in encoded})}; generate them in separate calls"
-        )
-    device = next(iter(_parameters(model)), torch.empty(0)).device
-    batch, prompt_length = len(encoded), len(encoded[0])
-    # One pre-allocated buffer per row: the prompt, then the new tokens. Rows that stop early
-    # keep the boundary token in their unused tail, which _collect cuts off.
-    tokens = torch.full(
-        (batch, prompt_length + max_new_tokens),
-        tokenizer.boundary_id,
-        dtype=torch.long,
-        device=device,
-    )
-    tokens[:, :prompt_length] = torch.tensor(encoded, dtype=torch.long, device=device)
-    recorded = torch.zeros(batch, max_new_tokens, model.vocab_size) if record_logits else None
-    kv_cache = model.new_kv_cache(batch) if use_cache else None
-    reserve_cache(kv_cache, prompt_length + max_new_tokens, block_size=model.block_size)
-    rows = torch.arange(batch, device=device)  # the rows the model computes (the cache's rows)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    length, fresh, steps = prompt_length, prompt_length, 0
-    carrying_finished = False  # whether `rows` still holds rows that have stopped
-
-    with torch_threads(decoding_threads(batch)):
-        while steps < max_new_tokens:
-            start = max(0, length - model.block_size)
-            # Plain slicing (a view) while every row is still in the batch; indexing copies.
-            window = tokens[:, start:length] if len(rows) == batch else tokens[rows, start:length]
-            logits = next_token_logits(model, window, kv_cache, new_tokens=fresh)
-            # Only unfinished rows draw, so a row's random numbers do not depend on when the
-            # finished rows around it are dropped from the batch.
-            live_rows = rows[~done[rows]] if carrying_finished else rows
-            if carrying_finished:
-                logits = logits[~done[rows]]
-            if recorded is not None:
-                recorded[live_rows, steps] = logits.float().cpu()
+    batch = _Batch(model, encoded, max_new_tokens, use_cache=use_cache, record=record_logits)
+    with torch_threads(decoding_threads(len(prompts))):  # one thread for a few rows, two for many
+        for _ in range(max_new_tokens):
+            # Next-token logits of the unfinished rows; through the KV cache the model reads
+            # only the newest token instead of the whole context.
+            logits = batch.next_token_logits()
+            # One draw per unfinished row: a finished row consumes no random numbers.
             drawn = sample_next(
                 logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
             )
-            if len(live_rows) == batch:
-                tokens[:, length] = drawn
-            else:
-                tokens[live_rows, length] = drawn
-            length, fresh, steps = length + 1, 1, steps + 1
-            if not stop_at_boundary:
-                continue
-            stopped = drawn == tokenizer.boundary_id
-            if not bool(stopped.any()):
-                continue
-            done[live_rows] = stopped
-            if bool(done.all()):
+            # Append each drawn token to its row (and the logits, when they are recorded).
+            batch.append(drawn, logits)
+            # A row that drew the boundary token has finished its text; stop once all have.
+            if stop_at_boundary and batch.finish(drawn == tokenizer.boundary_id):
                 break
-            # Stop computing finished rows once they are a quarter of the batch: copying the
-            # cache's remaining rows once costs less than carrying the dead ones every step.
-            finished_here = done[rows]
-            carrying_finished = True
-            if 4 * int(finished_here.sum()) >= len(rows):
-                if kv_cache is not None:
-                    kv_cache.keep_rows((~finished_here).nonzero().flatten())
-                rows = rows[~finished_here]
-                carrying_finished = False
+    return batch.generation(prompts, tokenizer, stop_at_boundary)
 
-    new_ids = tokens[:, prompt_length:length]
-    logits = None if recorded is None else recorded[:, :steps]
-    return _collect(prompts, new_ids, tokenizer, stop_at_boundary, logits)
+
+def _check_prompts(prompt: object) -> list[str]:
+    prompts = [prompt] if isinstance(prompt, str) else prompt
+    if not isinstance(prompts, list) or not prompts or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"prompt must be a str or a non-empty list of str, got {prompt!r}")
+    return prompts
+
+
+class _Batch:
+    """The rows of one `generate` call: their tokens, which still run, their cache and logits.
+
+    What speed needs beyond the plain loop lives here: finished rows leave the model's batch
+    (and the cache) once they are a quarter of it, the cache is reserved once, and the token and
+    logits buffers grow with the tokens produced, never to max_new_tokens at once.
+    """
+
+    def __init__(
+        self,
+        model: LanguageModel,
+        encoded: list[list[int]],
+        max_new_tokens: int,
+        *,
+        use_cache: bool,
+        record: bool,
+    ) -> None:
+        if len({len(ids) for ids in encoded}) != 1:
+            raise ValueError(
+                "prompts of a batch must have the same length in tokens, got lengths "
+                f"{sorted({len(ids) - 1 for ids in encoded})}; generate them in separate calls"
+            )
+        device = next(iter(_parameters(model)), torch.empty(0)).device
+        self.model, self.size = model, len(encoded)
+        self.prompt_length = self.length = self.fresh = len(encoded[0])
+        self.most = self.prompt_length + max_new_tokens  # longest a row can become
+        # Each row's tokens so far; `append` makes room as they come. After a row's stop token
+        # nothing is written, and _collect cuts the row there.
+        self.tokens = torch.tensor(encoded, dtype=torch.long, device=device)
+        # (rows, steps, V) on the CPU, zeros where a row had finished.
+        self.recorded = torch.zeros(self.size, 0, model.vocab_size) if record else None
+        self.kv_cache = model.new_kv_cache(self.size) if use_cache else None
+        reserve_cache(self.kv_cache, self.most, block_size=model.block_size)
+        self.rows = torch.arange(self.size, device=device)  # rows the model computes (the cache's)
+        self.live = self.rows  # rows that draw this step
+        self.done = torch.zeros(self.size, dtype=torch.bool, device=device)
+        self.carrying_finished = False  # whether `rows` still holds rows that have stopped
+
+    def next_token_logits(self) -> Tensor:
+        """Logits (live rows, V) of the next token of each unfinished row; sets `live`."""
+        start = max(0, self.length - self.model.block_size)
+        # Plain slicing (a view) while every row is still in the batch; indexing copies.
+        if len(self.rows) == self.size:
+            window = self.tokens[:, start : self.length]
+        else:
+            window = self.tokens[self.rows, start : self.length]
+        logits = next_token_logits(self.model, window, self.kv_cache, new_tokens=self.fresh)
+        if not self.carrying_finished:
+            self.live = self.rows
+            return logits
+        unfinished = ~self.done[self.rows]
+        self.live = self.rows[unfinished]
+        return logits[unfinished]
+
+    def append(self, drawn: Tensor, logits: Tensor) -> None:
+        """Write each live row's drawn token, and its logits when they are recorded."""
+        self.tokens = _grown(self.tokens, self.length + 1, self.most)
+        if len(self.live) == self.size:
+            self.tokens[:, self.length] = drawn
+        else:
+            self.tokens[self.live, self.length] = drawn
+        if self.recorded is not None:
+            step = self.length - self.prompt_length
+            self.recorded = _grown(self.recorded, step + 1, self.most - self.prompt_length)
+            self.recorded[self.live, step] = logits.float().cpu()
+        self.length, self.fresh = self.length + 1, 1
+
+    def finish(self, stopped: Tensor) -> bool:
+        """Mark the live rows where `stopped` holds as finished; True once every row is."""
+        if not bool(stopped.any()):
+            return False
+        self.done[self.live] = stopped
+        if bool(self.done.all()):
+            return True
+        # Stop computing finished rows once they are a quarter of the batch: copying the
+        # cache's remaining rows once costs less than carrying the dead ones every step.
+        finished_here = self.done[self.rows]
+        self.carrying_finished = 4 * int(finished_here.sum()) < len(self.rows)
+        if not self.carrying_finished:
+            if self.kv_cache is not None:
+                self.kv_cache.keep_rows((~finished_here).nonzero().flatten())
+            self.rows = self.rows[~finished_here]
+        return False
+
+    def generation(
+        self, prompts: list[str], tokenizer: CharTokenizer, stop_at_boundary: bool
+    ) -> Generation:
+        """The texts, token ids, stops and recorded logits of every row."""
+        new_ids = self.tokens[:, self.prompt_length : self.length]
+        steps = self.length - self.prompt_length
+        logits = None if self.recorded is None else self.recorded[:, :steps]
+        return _collect(prompts, new_ids, tokenizer, stop_at_boundary, logits)
+
+
+def _grown(buffer: Tensor, needed: int, most: int) -> Tensor:
+    """`buffer` if its dim 1 holds `needed` entries, else a copy at least twice as long (<= most)."""
+    # Doubling keeps the copies to a constant per step on average, where growing by a fixed
+    # step (or a torch.cat per step) would copy the whole buffer ever more often.
+    if needed <= buffer.shape[1]:
+        return buffer
+    length = min(max(needed, 2 * buffer.shape[1], _FIRST_ROOM), most)
+    grown = buffer.new_zeros(buffer.shape[0], length, *buffer.shape[2:])
+    grown[:, : buffer.shape[1]] = buffer
+    return grown
 
 
 def _collect(

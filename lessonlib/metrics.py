@@ -1,11 +1,10 @@
-"""Measures of generated text: where it starts repeating itself, and how often.
-
-Pure Python on strings; no model code here.
-"""
+"""Measures of generated text: where it starts repeating itself, and how often (on strings)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from lessonlib.validation import check_int
 
 
 @dataclass(frozen=True)
@@ -44,8 +43,7 @@ def find_cycle(text: str, *, min_repeats: int = 3) -> Cycle | None:
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if isinstance(min_repeats, bool) or not isinstance(min_repeats, int) or min_repeats < 2:
-        raise ValueError(f"min_repeats must be an int >= 2, got {min_repeats!r}")
+    min_repeats = check_int("min_repeats", min_repeats, low=2)
     n = len(text)
     best: tuple[int, int] | None = None
     for period in range(1, n // min_repeats + 1):
@@ -67,8 +65,7 @@ def _words(text: str) -> list[str]:
 
 def repetition_rate(text: str, *, n: int = 4) -> float:
     """Share of the word n-grams of `text` that already occurred earlier in it (0 = none repeat)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    n = check_int("n", n, low=1)
     words = _words(text)
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     if not grams:
@@ -83,8 +80,7 @@ def repetition_rate(text: str, *, n: int = 4) -> float:
 
 def distinct_n(texts: list[str], *, n: int = 2) -> float:
     """Distinct word n-grams divided by all word n-grams, pooled over `texts` (1 = no reuse)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n must be an int >= 1, got {n!r}")
+    n = check_int("n", n, low=1)
     grams = [
         tuple(words[i : i + n]) for words in map(_words, texts) for i in range(len(words) - n + 1)
     ]

@@ -1,14 +1,8 @@
 """Scoring given texts: the log-probability of each character, under a model or under TinyTales.
 
-A text is read as a story is: from the start marker (the tokenizer's boundary token), one
-character at a time. `model_char_log_probs` asks a language model for each character's
-probability given everything before it (one forward pass, no sampling); `truth_char_log_probs`
-asks the TinyTales grammar for the exact same quantity. With `end=True` the end marker after
-the text is scored too, so that the sum is the log-probability of the text as a *complete*
-story; without it, the text is scored as a prefix that may go on. `truth_char_ranks` says where
-each character stands in the grammar's ranking: 0 wherever it is the grammar's greedy choice.
-
-This module does not generate text (see `lessonlib.generation`) and does not train.
+A text is read as a story is, from the start marker one character at a time; with `end=True` the
+end marker after it is scored too, so that the sum scores a complete story. Nothing here
+generates or trains.
 """
 
 from __future__ import annotations

@@ -1,35 +1,8 @@
 """TinyTales: the course's probabilistic story grammar, with exact probabilities.
 
-TinyTales is the training data of the course's tiny character-level GPT and the ground truth
-that lessons put beside it: for any story prefix we know the exact distribution of the next
-character, so "truth vs model" needs no guessing.
-
-The grammar is written once, as the generator `_grammar`. It yields either literal text or a
-`_Choice` and receives the chosen option back. Three drivers read it:
-
-- sampling (`generate_story`) answers every `_Choice` with a weighted draw;
-- scoring (`story_log_prob`) searches depth-first over choice sequences, dropping a branch as
-  soon as its text disagrees with the story, and sums over the derivations that end exactly there;
-- prefix distributions (`next_char_distribution`) keep every derivation that agrees with the
-  prefix so far, advanced character by character, and group them by the character each says next.
-
-A story has a fixed frame and a middle of unbounded length:
-
-    Once upon a time, there was a little kid named Mia. Mia had a happy dog and a red ball.
-    One day, Mia and the dog went to the park and met Tom. Tom said, 'Hello, Mia! I like your
-    dog.' Mia played with the ball. The dog was very brave. In the end, Mia and Tom were the
-    best of friends.
-
-(one line in the corpus). The hero's name, animal and thing recur later; the friend is never
-the hero. The middle is one sentence, then another with probability CONTINUE_PROB, and so on;
-its stock sentence (LOOP_SENTENCE) is so likely that greedy decoding repeats it forever.
-
-Python generators cannot be copied, so a branch is resumed by replaying the grammar with the
-same choices (`_replay`); the grammar is a pure function of its choices, so this is exact.
-
-Deliberately simplified: no pronouns, no articles other than "a" (every word that follows "a"
-starts with a consonant), no digits, one line per story. This module is not a tokenizer (see
-`lessonlib.tokenizer`) and knows nothing about models or tensors.
+The training data of the course GPT and the ground truth lessons put beside it: for any story
+prefix the exact distribution of the next character is known. Deliberately simplified: no
+pronouns, no article but "a", no digits, one line per story; no models or tensors here.
 """
 
 from __future__ import annotations
@@ -43,6 +16,8 @@ from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NamedTuple
+
+from lessonlib.validation import check_int
 
 END = "\n"
 """Marks the end of a story in the corpus (and its beginning, in a model's context)."""
@@ -61,7 +36,8 @@ LOOP_SENTENCE = "{hero} played with the {thing}."
 """The stock middle sentence (a template): likely enough that greedy decoding repeats it forever."""
 
 # Word lists in rank order: the first entry is the most likely. No entry of a list is a prefix of
-# another entry of the same list, which keeps every story's derivation unique.
+# another entry of the same list, which keeps every story's derivation unique; every word that
+# can follow "a" starts with a consonant.
 WORDS: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "names": (
         "Mia", "Tom", "Lily", "Max", "Ben", "Anna", "Sam", "Lucy", "Leo", "Emma",
@@ -176,8 +152,44 @@ _ENDINGS = _make_choice(["friends", "night", "home"], [0.5, 0.3, 0.2], emits=Fal
 _Item = str | _Choice
 
 
+# The grammar is written once, as generators that yield literal text or a _Choice and receive
+# the chosen option back. Three drivers read it: `generate_story` answers each _Choice with a
+# weighted draw; `story_log_prob` searches depth-first over choice sequences, dropping a branch
+# once its text disagrees with the story; `next_char_distribution` advances every derivation
+# that agrees with the prefix character by character. Python generators cannot be copied, so a
+# branch resumes by replaying the grammar with the same choices (`_replay`): it is a pure
+# function of its choices, so this is exact.
+#
+# A story is one line: an opening that names the hero, their animal and thing and the friend they
+# meet; a middle of one sentence, then another with probability CONTINUE_PROB, and so on; an
+# ending. For example:
+#
+#   Once upon a time, there was a little kid named Mia. Mia had a happy dog and a red ball.
+#   One day, Mia and the dog went to the park and met Tom. Tom said, 'Hello, Mia! I like your
+#   dog.' Mia played with the ball. The dog was very brave. In the end, Mia and Tom were the
+#   best of friends.
+#
+# The stock middle sentence (LOOP_SENTENCE) is so likely that greedy decoding repeats it forever.
+
+
 def _grammar() -> Generator[_Item, str | None, None]:
     """The TinyTales grammar: yields text or a _Choice and receives the chosen option back."""
+    hero, friend, animal, thing = yield from _opening()
+    while True:
+        yield from _middle_sentence(hero, friend, animal, thing)
+        if (yield _GO_ON) == "end":
+            break
+    ending = yield _ENDINGS
+    if ending == "friends":
+        yield f" In the end, {hero} and {friend} were the best of friends."
+    elif ending == "night":
+        yield f" That night, {hero} hugged the {animal} and went to sleep."
+    else:
+        yield f" At last, {hero} and the {animal} went home with the {thing}."
+
+
+def _opening() -> Generator[_Item, str | None, tuple[str, str, str, str]]:
+    """From 'Once upon a time' to the friend's greeting; returns (hero, friend, animal, thing)."""
     if (yield _OPENINGS) == "once":
         yield "Once upon a time, there was a "
     else:
@@ -203,38 +215,34 @@ def _grammar() -> Generator[_Item, str | None, None]:
         yield f". {friend} said, 'Hi, {hero}! What a "
         yield _LOOKS
         yield f" {thing}!'"
-    # The middle: one sentence, then another with probability CONTINUE_PROB, and so on.
-    while True:
-        middle = yield _MIDDLES
-        if middle == "stock":
-            yield " " + loop_sentence(hero, thing)
-        elif middle == "run":
-            yield f" {hero} and {friend} ran to the "
-            yield _PLACES
-            yield "."
-        elif middle == "found":
-            yield f" {hero} found a "
-            yield _LOOKS
-            yield " "
-            yield _THINGS
-            yield "."
-        elif middle == "verb":
-            yield f" {friend} "
-            yield _VERBS
-            yield f" the {thing}."
-        else:
-            yield f" The {animal} was very "
-            yield _TRAITS
-            yield "."
-        if (yield _GO_ON) == "end":
-            break
-    ending = yield _ENDINGS
-    if ending == "friends":
-        yield f" In the end, {hero} and {friend} were the best of friends."
-    elif ending == "night":
-        yield f" That night, {hero} hugged the {animal} and went to sleep."
+    return hero, friend, animal, thing
+
+
+def _middle_sentence(
+    hero: str, friend: str, animal: str, thing: str
+) -> Generator[_Item, str | None, None]:
+    """One sentence of the story's middle."""
+    middle = yield _MIDDLES
+    if middle == "stock":
+        yield " " + loop_sentence(hero, thing)
+    elif middle == "run":
+        yield f" {hero} and {friend} ran to the "
+        yield _PLACES
+        yield "."
+    elif middle == "found":
+        yield f" {hero} found a "
+        yield _LOOKS
+        yield " "
+        yield _THINGS
+        yield "."
+    elif middle == "verb":
+        yield f" {friend} "
+        yield _VERBS
+        yield f" the {thing}."
     else:
-        yield f" At last, {hero} and the {animal} went home with the {thing}."
+        yield f" The {animal} was very "
+        yield _TRAITS
+        yield "."
 
 
 def _advance(gen: Generator[_Item, str | None, None], reply: str | None) -> _Item | None:
@@ -285,10 +293,8 @@ def generate_story(rng: random.Random) -> str:
 
 def generate_stories(n: int, *, seed: int) -> list[str]:
     """`n` stories drawn from one random.Random(seed)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative int, got {n!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    n = check_int("n", n, low=0)
+    seed = check_int("seed", seed)
     rng = random.Random(seed)
     return [generate_story(rng) for _ in range(n)]
 
@@ -521,8 +527,7 @@ def greedy_story(max_chars: int, *, prompt: str = "") -> str:
     Stops once the text has `max_chars` characters, or at END, which is then appended. Ties go
     to the lowest character, so the result is deterministic.
     """
-    if isinstance(max_chars, bool) or not isinstance(max_chars, int) or max_chars < 0:
-        raise ValueError(f"max_chars must be a non-negative int, got {max_chars!r}")
+    max_chars = check_int("max_chars", max_chars, low=0)
     frontier = _frontier_after(prompt, name="prompt")
     chars = list(prompt)
     while len(chars) < max_chars:

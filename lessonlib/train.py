@@ -133,59 +133,81 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
     starts = story_starts(tokens, tokenizer.boundary_id, settings.block_size + 1)
 
     torch.manual_seed(settings.seed)  # only the initial weights; batches use their own generator
-    config = GPTConfig(
+    model = GPT(_model_config(settings, tokenizer))
+    optimizer = _optimizer(model, settings)
+    batch_generator = torch.Generator().manual_seed(settings.seed)
+
+    val = story_loss(model, tokenizer, val_stories)
+    history = [{"step": 0, "train_loss": None, "val_loss": round(val, 4)}]
+    bar = progress_bar(range(settings.steps), desc="training", show=progress)
+    for step in bar:
+        inputs, targets = sample_batch(
+            tokens, starts, settings.batch_size, settings.block_size, batch_generator
+        )
+        loss = _train_step(model, optimizer, inputs, targets, learning_rate(step, settings))
+        bar.set_postfix(loss=f"{loss:.3f}")
+        last = step == settings.steps - 1
+        if last or (settings.eval_every and (step + 1) % settings.eval_every == 0):
+            model.eval()
+            val = story_loss(model, tokenizer, val_stories)
+            history.append(
+                {"step": step + 1, "train_loss": round(loss, 4), "val_loss": round(val, 4)}
+            )
+            bar.write(f"step {step + 1}: train loss {loss:.4f}, val loss {val:.4f} nats/char")
+
+    model.eval()
+    return model, tokenizer, _record(settings, model, train_stories, val_stories, history, started)
+
+
+def _model_config(settings: TrainSettings, tokenizer: CharTokenizer) -> GPTConfig:
+    """The shape of the GPT that `settings` train."""
+    return GPTConfig(
         vocab_size=tokenizer.vocab_size,
         block_size=settings.block_size,
         n_layer=settings.n_layer,
         n_head=settings.n_head,
         n_embd=settings.n_embd,
     )
-    model = GPT(config)
+
+
+def _optimizer(model: GPT, settings: TrainSettings) -> torch.optim.AdamW:
+    """AdamW with weight decay on the matrices only (not on biases and norm gains)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    optimizer = torch.optim.AdamW(
+    return torch.optim.AdamW(
         [
             {"params": decay, "weight_decay": settings.weight_decay},
             {"params": no_decay, "weight_decay": 0.0},
         ],
         lr=settings.learning_rate,
     )
-    batch_generator = torch.Generator().manual_seed(settings.seed)
 
-    history = [
-        {
-            "step": 0,
-            "train_loss": None,
-            "val_loss": round(story_loss(model, tokenizer, val_stories), 4),
-        }
-    ]
-    bar = progress_bar(range(settings.steps), desc="training", show=progress)
-    for step in bar:
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, settings)
-        inputs, targets = sample_batch(
-            tokens, starts, settings.batch_size, settings.block_size, batch_generator
-        )
-        model.train()
-        loss = language_model_loss(model, inputs, targets)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        last = step == settings.steps - 1
-        if last or (settings.eval_every and (step + 1) % settings.eval_every == 0):
-            model.eval()
-            val = story_loss(model, tokenizer, val_stories)
-            history.append(
-                {"step": step + 1, "train_loss": round(loss.item(), 4), "val_loss": round(val, 4)}
-            )
-            bar.write(
-                f"step {step + 1}: train loss {loss.item():.4f}, val loss {val:.4f} nats/char"
-            )
 
-    model.eval()
-    record = {
+def _train_step(
+    model: GPT, optimizer: torch.optim.Optimizer, inputs: Tensor, targets: Tensor, lr: float
+) -> float:
+    """One optimizer step at learning rate `lr`; returns the batch's loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    model.train()
+    loss = language_model_loss(model, inputs, targets)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return loss.item()
+
+
+def _record(
+    settings: TrainSettings,
+    model: GPT,
+    train_stories: list[str],
+    val_stories: list[str],
+    history: list[dict],
+    started: float,
+) -> dict:
+    """What the checkpoint's JSON file says about the run."""
+    return {
         "settings": asdict(settings),
         "corpus": {
             "generator": "lessonlib.tinytales.generate_stories",
@@ -203,7 +225,6 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
         "history": history,
         "train_seconds": round(time.perf_counter() - started, 1),
     }
-    return model, tokenizer, record
 
 
 def main(argv: list[str] | None = None) -> None:

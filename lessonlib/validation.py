@@ -16,6 +16,7 @@ __all__ = [
     "check_optional_int",
     "check_probability",
     "check_real",
+    "check_temperature",
 ]
 
 
@@ -88,6 +89,18 @@ def _real_range(low: float | None, high: float | None, low_open: bool) -> str:
     if high is not None:
         return f" <= {high:g}"
     return ""
+
+
+def check_temperature(value: object, *, name: str = "temperature", greedy: bool = True) -> float:
+    """A sampling temperature: a finite real >= 0 where 0 means greedy (> 0 with greedy=False)."""
+    # Value first, unlike the checks above: lessonlib.sampling has exported it this way since
+    # before this module existed, and its callers pass the value alone.
+    accepted = ">= 0 (0 means greedy)" if greedy else "> 0"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number {accepted}, got {_describe(value)}")
+    if not (math.isfinite(value) and (value >= 0 if greedy else value > 0)):
+        raise ValueError(f"{name} must be a finite number {accepted}, got {value!r}")
+    return float(value)
 
 
 def check_probability(name: str, value: object, *, allow_none: bool = False) -> float | None:

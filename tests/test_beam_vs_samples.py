@@ -13,11 +13,11 @@ from lessonlib import tinytales
 from lessonlib.analysis.beam_vs_samples import (
     format_beam_steps,
     format_profiles,
-    generation_log_probs,
     profile_continuation,
     profile_hypothesis,
     sample_fixed_length,
 )
+from lessonlib.analysis.recorded import text_log_probs
 from lessonlib.beam_search import Hypothesis, beam_search
 from lessonlib.bigram import BigramModel, load_bigram
 from lessonlib.generation import generate
@@ -83,7 +83,7 @@ def test_profile_rejects_bad_input(model):
         profile_continuation(model, PROMPT, None, tokenizer=TOKENIZER, finished=False)
 
 
-def test_generation_log_probs_match_rescoring_on_the_gpt(model):
+def test_text_log_probs_match_rescoring_on_the_gpt(model):
     samples = generate(
         model,
         ["Once"] * 4,
@@ -94,13 +94,13 @@ def test_generation_log_probs_match_rescoring_on_the_gpt(model):
     )
     prefix = text_log_prob(model, "Once", tokenizer=TOKENIZER)
     for text, finished, log_p in zip(
-        samples.texts, samples.finished, generation_log_probs(samples), strict=True
+        samples.texts, samples.finished, text_log_probs(samples), strict=True
     ):
         whole = text_log_prob(model, "Once" + text, tokenizer=TOKENIZER, end=finished)
         assert log_p == pytest.approx(whole - prefix, abs=1e-4)
 
 
-def test_generation_log_probs_on_the_bigram_are_sums_of_its_table():
+def test_text_log_probs_on_the_bigram_are_sums_of_its_table():
     bigram, tokenizer = load_bigram()
     names = generate(
         bigram,
@@ -110,14 +110,14 @@ def test_generation_log_probs_on_the_bigram_are_sums_of_its_table():
         generator=torch.Generator().manual_seed(0),
         record_logits=True,
     )
-    for ids, log_p in zip(names.token_ids, generation_log_probs(names), strict=True):
+    for ids, log_p in zip(names.token_ids, text_log_probs(names), strict=True):
         path = [tokenizer.boundary_id, *ids]
         by_hand = sum(float(bigram.log_probs[a, b]) for a, b in itertools.pairwise(path))
         assert log_p == pytest.approx(by_hand, abs=1e-4)
     with pytest.raises(ValueError, match="record_logits=True"):
-        generation_log_probs(generate(bigram, "", tokenizer=tokenizer, max_new_tokens=3))
+        text_log_probs(generate(bigram, "", tokenizer=tokenizer, max_new_tokens=3))
     with pytest.raises(TypeError, match="generation must be a Generation"):
-        generation_log_probs("ab")
+        text_log_probs("ab")
 
 
 def test_format_beam_steps_lists_every_kept_and_ended_hypothesis():
@@ -140,7 +140,7 @@ def test_format_beam_steps_lists_every_kept_and_ended_hypothesis():
 
 def test_format_beam_steps_rejects_bad_input(model):
     result = beam_search(model, "Once", tokenizer=TOKENIZER, beam_width=2, max_new_tokens=3)
-    with pytest.raises(ValueError, match="steps must be None or an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1 or None, got 0"):
         format_beam_steps(result, steps=0)
     silent = beam_search(
         model, "Once", tokenizer=TOKENIZER, beam_width=2, max_new_tokens=3, record_steps=False
@@ -278,7 +278,7 @@ def test_fixed_length_samples_on_the_gpt_are_seeded_and_rescore_exactly(model):
         ({"prompt": 3}, TypeError, "prompt must be a str"),
         ({"prompt": "a·"}, ValueError, "must not contain the boundary"),
         ({"num_samples": 0}, ValueError, "num_samples must be an int >= 1, got 0"),
-        ({"length": True}, ValueError, "length must be an int >= 1, got True"),
+        ({"length": True}, TypeError, "length must be an int >= 1, got True"),
         ({"generator": 7}, TypeError, "generator must be a torch.Generator"),
         ({"tokenizer": TOKENIZER}, ValueError, "pass the tokenizer that came with the model"),
     ],

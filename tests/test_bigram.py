@@ -186,7 +186,7 @@ def test_probs_rejects_unknown_context(context_char):
         ({"smoothing": -1.0}, ValueError, "smoothing must be a finite number >= 0"),
         ({"smoothing": float("nan")}, ValueError, "smoothing"),
         ({"smoothing": float("inf")}, ValueError, "smoothing"),
-        ({"smoothing": "1"}, TypeError, "smoothing must be a number"),
+        ({"smoothing": "1"}, TypeError, "smoothing must be a real number >= 0"),
         ({"symbols": "abc"}, ValueError, "symbols must be 27 distinct"),
     ],
 )
@@ -219,8 +219,11 @@ def test_empty_row_needs_smoothing():
 
 def test_new_kv_cache_rejects_bad_batch_size():
     model, _ = load_bigram()
-    for batch_size in (0, -2, 1.5, True):
-        with pytest.raises(ValueError, match="batch_size"):
+    for batch_size in (0, -2):
+        with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+            model.new_kv_cache(batch_size)
+    for batch_size in (1.5, True):
+        with pytest.raises(TypeError, match="batch_size must be an int >= 1"):
             model.new_kv_cache(batch_size)
 
 

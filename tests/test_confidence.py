@@ -13,7 +13,7 @@ from lessonlib.analysis.confidence import (
     MEASURES,
     EndingCut,
     Kept,
-    _jackknife_se,
+    compare_rows,
     confident_step,
     ending_cut,
     format_paired,
@@ -21,7 +21,6 @@ from lessonlib.analysis.confidence import (
     kept_by_top_k,
     kept_by_top_p,
     measure_with_se,
-    paired_difference,
     setting_sweep,
     step_entropies,
     step_top_probs,
@@ -84,15 +83,15 @@ def test_top_k_keeps_k_tokens_whatever_the_shape_and_top_p_tracks_it():
 
 def test_bad_input_names_the_parameter():
     with pytest.raises(
-        TypeError, match=r"logits must be a torch\.Tensor of shape \(steps, V\), got list"
+        TypeError, match=r"logits must be a torch\.Tensor of shape \(B, V\), got list"
     ):
         step_top_probs([[0.0, 1.0]])
-    with pytest.raises(ValueError, match=r"shape \(steps, V\)"):
+    with pytest.raises(ValueError, match=r"logits must have shape \(B, V\), got shape \(5,\)"):
         step_entropies(torch.zeros(5))
     with pytest.raises(ValueError, match="start must be an int in 0..3"):
         uncertain_step(steps(), start=4)
-    with pytest.raises(ValueError, match="min_top_prob must be in"):
-        confident_step(steps(), min_top_prob=1.0)
+    with pytest.raises(ValueError, match=r"min_top_prob must be a finite number in \[0, 1\]"):
+        confident_step(steps(), min_top_prob=1.5)
     with pytest.raises(ValueError, match=r"shape \(V,\)"):
         kept_by_top_p(steps(), 0.9)
     with pytest.raises(TypeError, match="logits must be a torch.Tensor"):
@@ -180,26 +179,18 @@ def test_measures_and_their_standard_errors():
     assert measure_with_se(row_of(STORIES[:1] * 4), prompt="", measure="distinct_4")[1] == 0
 
 
-def test_jackknife_of_a_mean_is_the_usual_standard_error():
-    values = [0.3, 1.2, -0.5, 2.0, 0.7]
-    mean = sum(values) / 5
-    usual = math.sqrt(sum((v - mean) ** 2 for v in values) / 4 / 5)
-    jackknife = _jackknife_se(lambda keep: sum(values[i] for i in keep) / len(keep), 5)
-    assert jackknife == pytest.approx(usual)
-
-
-def test_paired_difference_uses_the_per_story_differences():
+def test_compare_rows_uses_the_per_story_differences():
     first = row_of(STORIES)
     second = row_of(STORIES[:4] + BROKEN[4:])  # the same stories, the last two broken
-    paired = paired_difference(first, second, prompt="", measure="valid")
+    paired = compare_rows(first, second, prompt="", measure="valid")
     assert (paired.first, paired.second, paired.samples) == (1.0, pytest.approx(4 / 6), 6)
     assert paired.difference == pytest.approx(1 / 3)
     # Differences 0, 0, 0, 0, 1, 1: mean 1/3, sample variance 4/15, over 6 stories.
     assert paired.se == pytest.approx(math.sqrt(4 / 15 / 6))
     assert paired.within_noise  # 1/3 is less than two standard errors (0.42)
-    everything = paired_difference(first, row_of(BROKEN), prompt="", measure="valid")
+    everything = compare_rows(first, row_of(BROKEN), prompt="", measure="valid")
     assert everything.difference == 1 and everything.se == 0 and not everything.within_noise
-    same = paired_difference(first, first, prompt="", measure="distinct_2")
+    same = compare_rows(first, first, prompt="", measure="distinct_2")
     assert same.difference == 0 and same.se == 0 and same.within_noise
 
 
@@ -208,7 +199,7 @@ def test_paired_distinct_n_is_paired_by_story():
     # that make a row varied do so in both rows, and the paired jackknife sees only the change.
     first = row_of(STORIES)
     second = row_of([story + " Then the sun came out." for story in STORIES])
-    paired = paired_difference(first, second, prompt="", measure="distinct_2")
+    paired = compare_rows(first, second, prompt="", measure="distinct_2")
     assert paired.first == pytest.approx(first.distinct_2)
     assert paired.second == pytest.approx(second.distinct_2)
     assert paired.difference > 0  # the repeated sentence lowers distinct-2
@@ -216,16 +207,16 @@ def test_paired_distinct_n_is_paired_by_story():
     assert 0 < paired.se < math.hypot(*own) / 2
 
 
-def test_paired_difference_rejects_what_cannot_be_paired():
+def test_compare_rows_rejects_what_cannot_be_paired():
     first = row_of(STORIES)
     with pytest.raises(ValueError, match=r"measure must be one of \('valid'"):
-        paired_difference(first, first, prompt="", measure="validity")
+        compare_rows(first, first, prompt="", measure="validity")
     with pytest.raises(ValueError, match="as many stories"):
-        paired_difference(first, row_of(STORIES[:4]), prompt="", measure="valid")
+        compare_rows(first, row_of(STORIES[:4]), prompt="", measure="valid")
     with pytest.raises(ValueError, match="pass the prompt the row was drawn with"):
-        paired_difference(first, first, prompt="Once", measure="valid")
+        compare_rows(first, first, prompt="Once", measure="valid")
     with pytest.raises(TypeError, match="second must be a SampleScores"):
-        paired_difference(first, STORIES, prompt="", measure="valid")
+        compare_rows(first, STORIES, prompt="", measure="valid")
     with pytest.raises(ValueError, match="at least 2"):
         measure_with_se(row_of(STORIES[:1]), prompt="", measure="valid")
     assert MEASURES == ("valid", "repetition", "distinct_2", "distinct_4")
@@ -256,7 +247,7 @@ def test_format_paired_prints_each_pair_with_its_paired_error():
     assert lines[1].startswith("top-p 0.9 - top-k 3")
     # Validity differs by (0, 0, 0, 1, 1, 1): mean 0.5, se sqrt(0.3 / 6) = 0.2236.
     assert "+0.500 (0.224, +2.2)" in lines[1]
-    d = paired_difference(rows[0], rows[1], prompt="", measure="distinct_2")
+    d = compare_rows(rows[0], rows[1], prompt="", measure="distinct_2")
     assert lines[1].endswith(f"{d.difference:+.3f} ({d.se:.3f}, {d.difference / d.se:+.1f})")
     # A row against itself: no spread, so the difference is exact.
     assert lines[2].count("+0.000 (0.000, exact)") == 2
@@ -324,7 +315,7 @@ def test_ending_cut_rejects_bad_arguments():
         ending_cut(model, TOKENIZER, [story, 3], p=0.5)
     with pytest.raises(ValueError, match="block_size=600"):
         ending_cut(model, TOKENIZER, [story * 4], p=0.5)
-    with pytest.raises(ValueError, match=r"p must be a number in \(0, 1\], got 0"):
+    with pytest.raises(ValueError, match=r"p must be in \(0, 1\], got 0"):
         ending_cut(model, TOKENIZER, [story], p=0)
     with pytest.raises(TypeError, match=r"p must be a number in \(0, 1\], got None"):
         ending_cut(model, TOKENIZER, [story], p=None)

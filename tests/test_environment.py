@@ -27,7 +27,7 @@ CONDA_NAMES = {
 }
 PIP_NAMES = {conda: pip for pip, conda in CONDA_NAMES.items()}
 # Extras that `make` never installs, so requirements.txt does not pin them.
-UNPINNED_EXTRAS = {"bench"}
+UNPINNED_EXTRAS: set[str] = set()  # none today
 CONDA_ENTRY = re.compile(r"(?P<name>[A-Za-z0-9_.\-]+)\s*(?:(?P<op>==|=)\s*(?P<version>\S+))?")
 
 

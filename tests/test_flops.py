@@ -14,7 +14,6 @@ from lessonlib import tinytales
 from lessonlib.analysis.flops import (
     ForwardFlops,
     count_operations,
-    cumulative_generation_flops,
     fit_exponent,
     forward_flops,
     generation_flops,
@@ -125,7 +124,7 @@ def test_forward_flops_rejects_bad_input():
         forward_flops(COURSE, past_tokens=-1, new_tokens=1)
     with pytest.raises(ValueError, match="block_size=512, got 510 \\+ 3"):
         forward_flops(COURSE, past_tokens=510, new_tokens=3)
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(TypeError, match="batch_size must be an int >= 1, got True"):
         forward_flops(COURSE, past_tokens=0, new_tokens=1, batch_size=True)
     with pytest.raises(TypeError, match="config must be a GPTConfig"):
         forward_flops({"n_embd": 128}, past_tokens=0, new_tokens=1)
@@ -204,19 +203,6 @@ def test_closed_form_ratios_from_a_single_token_prompt(new_tokens):
     with_cache = generation_flops(COURSE, prompt_length=1, max_new_tokens=N, use_cache=True)
     assert Fraction(without.weights, with_cache.weights) == Fraction(N + 1, 2)
     assert Fraction(without.attention, with_cache.attention) == Fraction(2 * N + 1, 3)
-
-
-def test_cumulative_work_adds_up_the_steps():
-    steps = generation_step_flops(COURSE, prompt_length=2, max_new_tokens=9, use_cache=False)
-    cumulative = cumulative_generation_flops(
-        COURSE, prompt_length=2, max_new_tokens=9, use_cache=False
-    )
-    assert len(cumulative) == 9
-    assert cumulative[-1] == sum(s.total for s in steps)
-    assert all(b - a == s.total for a, b, s in zip(cumulative, cumulative[1:], steps[1:]))
-    assert (
-        cumulative_generation_flops(COURSE, prompt_length=2, max_new_tokens=0, use_cache=True) == []
-    )
 
 
 def test_generation_rejects_bad_input():
@@ -310,6 +296,16 @@ def test_time_side_by_side_alternates_and_rotates_the_order():
     assert all(len(times) == 4 and min(times) >= 0 for times in seconds.values())
 
 
+def test_time_side_by_side_runs_on_its_threads_without_autograd():
+    seen = []
+    runs = {"x": lambda: seen.append((torch.get_num_threads(), torch.is_inference_mode_enabled()))}
+    before = torch.get_num_threads()
+    time_side_by_side(runs, rounds=2)
+    time_side_by_side(runs, rounds=1, threads=2)
+    assert seen == [(1, True), (1, True), (2, True)]
+    assert torch.get_num_threads() == before and not torch.is_inference_mode_enabled()
+
+
 def test_time_side_by_side_measures_each_call():
     seconds = time_side_by_side({"slow": lambda: time.sleep(0.02), "fast": lambda: None}, rounds=3)
     assert min(seconds["slow"]) >= 0.02
@@ -325,3 +321,5 @@ def test_time_side_by_side_rejects_bad_input():
         time_side_by_side({"x": lambda: None}, rounds=0)
     with pytest.raises(TypeError, match="progress must be a bool, got 1"):
         time_side_by_side({"x": lambda: None}, rounds=1, progress=1)
+    with pytest.raises(ValueError, match="threads must be an int >= 1, got 0"):
+        time_side_by_side({"x": lambda: None}, rounds=1, threads=0)

@@ -9,9 +9,10 @@ import sys
 import pytest
 import torch
 
-from lessonlib.generation import LanguageModel, generate, prompt_logits
+from lessonlib.generation import LanguageModel, generate, next_token_logits, prompt_logits
 from lessonlib.model import GPT, KVCache
 from lessonlib.paths import REPO_ROOT
+from lessonlib.sampling import sample_next
 from lessonlib.threads import (
     GENERATION_THREADS,
     PARALLEL_BATCH,
@@ -207,3 +208,114 @@ def test_recorded_logits_stop_with_their_row():
     for row, ids in enumerate(result.token_ids):
         assert result.logits[row, : len(ids)].abs().sum(-1).min() > 0
         assert result.logits[row, len(ids) :].abs().sum() == 0
+
+
+# --- the loop against a plain reference ---------------------------------------------------
+
+
+def reference_generate(model, prompts, *, seed, max_new_tokens, use_cache, record_logits):
+    """The plain loop: every row stays in the batch to the end, and only unfinished rows draw."""
+    generator = torch.Generator().manual_seed(seed)
+    context = torch.tensor([[TOKENIZER.boundary_id, *TOKENIZER.encode(p)] for p in prompts])
+    prompt_length, boundary = context.shape[1], TOKENIZER.boundary_id
+    kv_cache = model.new_kv_cache(len(prompts)) if use_cache else None
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    recorded = []
+    with torch.inference_mode(), torch_threads(decoding_threads(len(prompts))):
+        for step in range(max_new_tokens):
+            fresh = prompt_length if step == 0 else 1
+            logits = next_token_logits(model, context, kv_cache, new_tokens=fresh)
+            recorded.append(logits.masked_fill(done.unsqueeze(-1), 0.0))
+            # A finished row keeps repeating the boundary token and draws nothing.
+            drawn = torch.full((len(prompts),), boundary)
+            drawn[~done] = sample_next(logits[~done], temperature=0.9, generator=generator)
+            context = torch.cat([context, drawn.unsqueeze(-1)], dim=-1)
+            done |= drawn == boundary
+            if bool(done.all()):
+                break
+    token_ids = []
+    for row in context[:, prompt_length:].tolist():
+        token_ids.append(row[: row.index(boundary) + 1] if boundary in row else row)
+    logits = torch.stack(recorded, dim=1) if record_logits else None
+    return token_ids, logits
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+@pytest.mark.parametrize(("seed", "batch"), [(9, 8), (4, 5), (21, 13)])
+def test_generate_equals_the_plain_reference_loop(use_cache, seed, batch):
+    """Dropping finished rows and growing buffers change nothing: same tokens, same logits."""
+    model = lively_model(seed=1, block_size=24)  # rows end between a few and 100+ tokens
+    prompts = [("abcdefgh"[i % 8] + "abcdefgh"[(3 * i) % 8]) for i in range(batch)]
+    settings = {"max_new_tokens": 150, "use_cache": use_cache, "record_logits": True}
+    result = sample(model, prompts, seed=seed, temperature=0.9, **settings)
+    expected_ids, expected_logits = reference_generate(model, prompts, seed=seed, **settings)
+    assert len({len(ids) for ids in expected_ids}) > 2  # rows really finish at different steps
+    assert result.token_ids == expected_ids
+    assert result.texts == [TOKENIZER.decode(ids).rstrip("\n") for ids in expected_ids]
+    # Zeros exactly where a row had finished. Without a cache the logits are bit for bit the
+    # same; with one, attention over the cache of a smaller batch (after finished rows left it)
+    # may round differently in the last bit or two (measured: up to 7e-7).
+    assert torch.equal(result.logits == 0, expected_logits == 0)
+    tolerance = 1e-5 if use_cache else 0.0
+    torch.testing.assert_close(result.logits, expected_logits, rtol=0, atol=tolerance)
+
+
+class EndsAfter:
+    """A stand-in model whose every text is `length` letters 'a', then the boundary token."""
+
+    vocab_size = TOKENIZER.vocab_size
+    block_size = 64
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __call__(self, token_ids: torch.Tensor, kv_cache=None) -> torch.Tensor:
+        logits = torch.zeros(*token_ids.shape, self.vocab_size)
+        # Without a cache the model sees the whole context (boundary, prompt, new tokens).
+        ended = token_ids.shape[1] > self.length
+        logits[..., TOKENIZER.boundary_id if ended else TOKENIZER.encode("a")[0]] = 20.0
+        return logits
+
+    def new_kv_cache(self, batch_size: int) -> None:
+        return None
+
+
+MEMORY_SCRIPT = """
+import json, resource
+from lessonlib.generation import generate
+from tests.test_generation import TOKENIZER, EndsAfter
+
+def peak_bytes():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kB on Linux
+
+model = EndsAfter(20)
+generate(model, "a", tokenizer=TOKENIZER, max_new_tokens=100, temperature=0.0)  # warm up
+before = peak_bytes()
+result = generate(model, "a", tokenizer=TOKENIZER, max_new_tokens=10**8, temperature=0.0)
+print(json.dumps({"grown": peak_bytes() - before, "text": result.text}))
+"""
+
+
+def test_memory_follows_the_tokens_produced_not_max_new_tokens():
+    # A budget of 10**8 tokens on a story that ends after 19 characters: a buffer reserved for
+    # the budget would take 800 MB (and a learner's 3 * 10**8 on Binder, 2.4 GB).
+    run = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    measured = json.loads(run.stdout)
+    assert measured["text"] == "a" * 19
+    assert measured["grown"] < 50 * 2**20, f"peak memory grew by {measured['grown']:,} bytes"
+
+
+def test_recorded_logits_follow_the_tokens_produced():
+    model = lively_model(seed=1)
+    result = sample(model, "ab", seed=9, max_new_tokens=10**6, record_logits=True)
+    steps = len(result.token_ids[0])
+    assert result.finished == [True] and steps < 100
+    assert result.logits.shape == (1, steps, TOKENIZER.vocab_size)
+    # Room for 256 steps (the buffer's first size), not for 10**6 (44 MB).
+    assert result.logits.untyped_storage().nbytes() <= 256 * TOKENIZER.vocab_size * 4

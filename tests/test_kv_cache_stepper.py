@@ -144,9 +144,9 @@ def test_per_step_ratio_is_the_step_and_exceeds_the_cumulative_one():
 
 
 def test_state_rejects_bad_input():
-    with pytest.raises(ValueError, match="step must be an int in 0 .. 5, got 6"):
+    with pytest.raises(ValueError, match=r"step must be an int in 0\.\.5, got 6"):
         toy_state().set_step(6)
-    with pytest.raises(ValueError, match="step must be an int in 0 .. 5, got True"):
+    with pytest.raises(TypeError, match=r"step must be an int in 0\.\.5, got True"):
         toy_state().set_step(True)
     with pytest.raises(TypeError, match="use_cache must be a bool, got 1"):
         toy_state().set_cache(1)
@@ -190,9 +190,11 @@ def test_from_model_labels_the_boundary_and_spaces(model):
 
 def test_cache_rows_rejects_bad_choices(model):
     ids = torch.tensor([0, 1, 2])
-    with pytest.raises(ValueError, match="layer must be an int in 0 .. 1, got 2"):
+    with pytest.raises(ValueError, match=r"layer must be an int in 0\.\.1, got 2"):
         cache_rows(model, ids, layer=2)
-    with pytest.raises(ValueError, match="dims must be an int in 1 .. 8, got 9"):
+    with pytest.raises(ValueError, match=r"head must be an int in 0\.\.1, got -1"):
+        cache_rows(model, ids, head=-1)
+    with pytest.raises(ValueError, match=r"dims must be an int in 1\.\.8, got 9"):
         cache_rows(model, ids, dims=9)
     with pytest.raises(ValueError, match="token_ids must be a 1-d tensor"):
         cache_rows(model, ids[None, :])

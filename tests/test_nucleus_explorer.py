@@ -206,6 +206,8 @@ def test_with_distribution_adds_a_source_that_reset_keeps():
     assert fold.count == 20
     assert fold.mass == pytest.approx(float(state.sorted_probs[30:].sum()))
     assert fold.kept == int(state.sorted_kept[30:].sum())
+    with pytest.raises(ValueError, match="shown must be an int >= 1, got 0"):
+        state.fold(0)
     assert GPT_SOURCE in state.reset().distributions
 
 

@@ -102,14 +102,20 @@ def test_bad_temperature_is_rejected_naming_it(bad: float) -> None:
 
 
 def test_bad_filters_are_rejected_naming_them() -> None:
-    with pytest.raises(ValueError, match="top_k"):
+    with pytest.raises(ValueError, match="top_k must be an int >= 1 or None, got 0"):
         hand_made().set_top_k(0)
-    with pytest.raises(ValueError, match="top_k"):
+    with pytest.raises(TypeError, match="top_k must be an int >= 1 or None"):
         hand_made().set_top_k(2.5)
-    with pytest.raises(ValueError, match="top_p"):
+    with pytest.raises(ValueError, match=r"top_p must be in \(0, 1\] or None, got 0"):
         hand_made().set_top_p(0)
     with pytest.raises(ValueError, match="top_p"):
         hand_made().set_top_p(1.2)
+    with pytest.raises(TypeError, match=r"top_p must be a number in \(0, 1\] or None"):
+        hand_made().set_top_p("0.5")
+    with pytest.raises(TypeError, match="seed must be an int >= 0"):
+        initial_state(seed=1.0)
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+        initial_state(seed=-1)
 
 
 def test_transitions_leave_the_old_state_alone() -> None:

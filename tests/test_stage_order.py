@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from lessonlib import tinytales
+from lessonlib.analysis.recorded import drawn_step_logits
 from lessonlib.analysis.stage_order import (
     STAGES,
     SWAPS,
@@ -17,9 +18,7 @@ from lessonlib.analysis.stage_order import (
     draw_counts,
     draw_tokens,
     drawn_step_contexts,
-    drawn_step_logits,
     kept_mask,
-    mean_with_error,
     orders_disagree,
     record_steps,
     stage_probs,
@@ -281,51 +280,6 @@ def test_compare_orders_needs_a_matrix_of_steps() -> None:
         compare_orders(COUNTEREXAMPLE, temperature=0.5, top_p=0.8)
 
 
-# ----- standard errors over stories ----------------------------------------------------------
-
-
-def test_mean_with_error_by_hand() -> None:
-    # Two stories: 1 of 2 steps, then 3 of 4. Mean 4/6; residuals S_g - mean * n_g are
-    # 1 - 4/3 = -1/3 and 3 - 8/3 = 1/3; s.e. = sqrt(2/1 * 2/9) / 6 = (2/3) / 6.
-    values = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 0.0])
-    estimate = mean_with_error(values, group_sizes=[2, 4])
-    assert estimate.value == pytest.approx(4 / 6)
-    assert estimate.standard_error == pytest.approx((2 / 3) / 6)
-    assert estimate.units == 2
-
-
-def test_mean_with_error_of_single_steps_is_the_usual_standard_error() -> None:
-    values = torch.rand(500, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    estimate = mean_with_error(values, group_sizes=[1] * 500)
-    assert estimate.value == pytest.approx(float(values.mean()))
-    assert estimate.standard_error == pytest.approx(float(values.std() / math.sqrt(500)))
-
-
-def test_mean_with_error_grows_when_whole_stories_move_together() -> None:
-    # The same 0/1 values, once spread evenly over ten stories, once with all the ones in two
-    # stories: the share is the same, its standard error is much larger in the second case.
-    even = torch.tensor([1.0, 0.0, 0.0, 0.0, 0.0] * 10)
-    clumped = torch.cat([torch.ones(10), torch.zeros(40)])
-    sizes = [5] * 10
-    assert mean_with_error(even, group_sizes=sizes).value == pytest.approx(0.2)
-    assert mean_with_error(even, group_sizes=sizes).standard_error == pytest.approx(0.0)
-    assert mean_with_error(clumped, group_sizes=sizes).standard_error > 0.1
-
-
-def test_mean_with_error_rejects_bad_groups_naming_them() -> None:
-    values = torch.zeros(4)
-    with pytest.raises(ValueError, match="add up"):
-        mean_with_error(values, group_sizes=[2, 1])
-    with pytest.raises(ValueError, match="at least two"):
-        mean_with_error(values, group_sizes=[4])
-    with pytest.raises(ValueError, match="group_sizes"):
-        mean_with_error(values, group_sizes=[2, 0, 2])
-    with pytest.raises(TypeError, match="group_sizes"):
-        mean_with_error(values, group_sizes="22")
-    with pytest.raises(ValueError, match="values"):
-        mean_with_error(torch.zeros(2, 2), group_sizes=[2, 2])
-
-
 # ----- draws ---------------------------------------------------------------------------------
 
 
@@ -348,7 +302,7 @@ def test_draw_tokens_shape_and_bad_input() -> None:
     assert draw_counts(COUNTEREXAMPLE, n=0, temperature=1.0).tolist() == [0, 0, 0]
     with pytest.raises(ValueError, match="n must be"):
         draw_tokens(COUNTEREXAMPLE, n=-1, temperature=1.0)
-    with pytest.raises(ValueError, match="one row"):
+    with pytest.raises(ValueError, match=r"logits must have shape \(V,\)"):
         draw_tokens(COUNTEREXAMPLE.expand(2, -1), n=3, temperature=1.0)
 
 

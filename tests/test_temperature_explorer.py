@@ -100,8 +100,10 @@ def test_top_k_of_the_vocabulary_size_is_off() -> None:
     state = small_state().set_top_k(3)
     assert state.set_top_k(len(LABELS)).top_k is None
     assert state.set_top_k(None).top_k is None
-    with pytest.raises(ValueError, match="top_k"):
+    with pytest.raises(ValueError, match="top_k must be an int >= 1 or None, got 0"):
         state.set_top_k(0)
+    with pytest.raises(TypeError, match="top_k must be an int >= 1 or None"):
+        state.set_top_k(2.5)
 
 
 # ----- set_probability (the dragged bar) -----------------------------------------------------
@@ -129,6 +131,10 @@ def test_set_probability_accepts_a_label() -> None:
     assert state.set_probability("c", 0.4).same_as(state.set_probability(2, 0.4))
     with pytest.raises(ValueError, match="token"):
         state.set_probability("z", 0.4)
+    with pytest.raises(ValueError, match="token must be an int in 0..4, got 5"):
+        state.set_probability(5, 0.4)
+    with pytest.raises(TypeError, match="token must be an int index or a label str"):
+        state.set_probability(1.0, 0.4)
 
 
 def test_bar_dragged_to_zero_and_back() -> None:
@@ -189,53 +195,57 @@ def test_the_only_possible_token_keeps_probability_one() -> None:
 
 @pytest.mark.parametrize("bad", [-0.01, 1.01, math.nan])
 def test_bad_probability_is_rejected(bad: float) -> None:
-    with pytest.raises(ValueError, match="q must be a probability"):
+    with pytest.raises(ValueError, match=r"q must be a finite number in \[0, 1\]"):
         small_state().set_probability(0, bad)
+    with pytest.raises(TypeError, match=r"q must be a real number in \[0, 1\]"):
+        small_state().set_probability(0, "0.5")
 
 
-# ----- sampling ------------------------------------------------------------------------------
+# ----- draws ---------------------------------------------------------------------------------
 
 
-def test_sample_counts_add_up_and_leave_the_old_state_alone() -> None:
+def test_draw_counts_add_up_and_leave_the_old_state_alone() -> None:
     state = small_state(seed=3)
-    once = state.sample(100)
-    twice = once.sample(250)
-    assert (state.num_samples, once.num_samples, twice.num_samples) == (0, 100, 350)
+    once = state.draw(100)
+    twice = once.draw(250)
+    assert (state.num_draws, once.num_draws, twice.num_draws) == (0, 100, 350)
     assert bool((twice.counts >= once.counts).all())
     assert float(twice.frequencies.sum()) == pytest.approx(1.0)
     assert state.frequencies.tolist() == [0.0] * 5
 
 
-def test_sampling_is_reproducible_with_the_seed() -> None:
-    first = small_state(seed=7).sample(500).sample(500)
-    again = small_state(seed=7).sample(500).sample(500)
-    other = small_state(seed=8).sample(500).sample(500)
+def test_draws_are_reproducible_with_the_seed() -> None:
+    first = small_state(seed=7).draw(500).draw(500)
+    again = small_state(seed=7).draw(500).draw(500)
+    other = small_state(seed=8).draw(500).draw(500)
     assert torch.equal(first.counts, again.counts)
     assert not torch.equal(first.counts, other.counts)
 
 
 def test_empirical_frequencies_approach_the_bars() -> None:
-    state = small_state(seed=1).set_temperature(1.5).sample(40_000)
+    state = small_state(seed=1).set_temperature(1.5).draw(40_000)
     assert torch.allclose(state.frequencies, state.probs, atol=0.01)
 
 
 def test_draws_follow_top_k_and_greedy() -> None:
-    assert small_state().set_top_k(2).sample(2000).counts[2:].tolist() == [0, 0, 0]
-    assert small_state().set_temperature(0).sample(50).counts.tolist() == [50, 0, 0, 0, 0]
+    assert small_state().set_top_k(2).draw(2000).counts[2:].tolist() == [0, 0, 0]
+    assert small_state().set_temperature(0).draw(50).counts.tolist() == [50, 0, 0, 0, 0]
 
 
 def test_changing_the_distribution_clears_the_counts() -> None:
-    sampled = small_state().sample(100)
-    assert sampled.set_temperature(0.5).num_samples == 0
-    assert sampled.set_top_k(2).num_samples == 0
-    assert sampled.set_probability(1, 0.5).num_samples == 0
-    assert sampled.set_temperature(1.0).num_samples == 100  # unchanged distribution
+    drawn = small_state().draw(100)
+    assert drawn.set_temperature(0.5).num_draws == 0
+    assert drawn.set_top_k(2).num_draws == 0
+    assert drawn.set_probability(1, 0.5).num_draws == 0
+    assert drawn.set_temperature(1.0).num_draws == 100  # unchanged distribution
 
 
-def test_bad_sample_size_is_rejected() -> None:
-    with pytest.raises(ValueError, match="n must be"):
-        small_state().sample(-1)
-    assert small_state().sample(0).num_samples == 0
+def test_bad_number_of_draws_is_rejected() -> None:
+    with pytest.raises(ValueError, match="n must be an int in 0..1000000, got -1"):
+        small_state().draw(-1)
+    with pytest.raises(TypeError, match="n must be an int in 0..1000000"):
+        small_state().draw(2.0)
+    assert small_state().draw(0).num_draws == 0
 
 
 # ----- reset ---------------------------------------------------------------------------------
@@ -243,12 +253,12 @@ def test_bad_sample_size_is_rejected() -> None:
 
 def test_reset_restores_the_initial_state() -> None:
     fresh = small_state(seed=5)
-    used = fresh.set_temperature(0.2).set_top_k(2).set_probability("b", 0.6).sample(300)
+    used = fresh.set_temperature(0.2).set_top_k(2).set_probability("b", 0.6).draw(300)
     assert not used.same_as(fresh)
     restored = used.reset()
     assert restored.same_as(fresh)
     # The generator is re-seeded too: the same draws as from the fresh state.
-    assert torch.equal(restored.sample(200).counts, fresh.sample(200).counts)
+    assert torch.equal(restored.draw(200).counts, fresh.draw(200).counts)
 
 
 # ----- constructors --------------------------------------------------------------------------
@@ -259,8 +269,10 @@ def test_from_logits_rejects_bad_input() -> None:
         TemperatureExplorerState.from_logits([1.0, 2.0], ["a"])
     with pytest.raises(ValueError, match="finite"):
         TemperatureExplorerState.from_logits([-math.inf, -math.inf], ["a", "b"])
-    with pytest.raises(ValueError, match="seed"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
         TemperatureExplorerState.from_logits([1.0], ["a"], seed=-1)
+    with pytest.raises(TypeError, match="seed must be an int >= 0"):
+        TemperatureExplorerState.from_logits([1.0], ["a"], seed=True)
 
 
 def test_from_bigram_matches_the_bigram_model() -> None:
@@ -330,7 +342,7 @@ def test_view_starts_on_the_bigram(explorer: TemperatureExplorer) -> None:
     assert len(explorer.bars) == 27 and explorer.top_k_slider.max == 27
     assert explorer.argmax_label.value == f"argmax: {state.argmax_label!r}"
     assert explorer.p_argmax_label.value == f"P(argmax) = {state.p_argmax:.3f}"
-    assert explorer.samples_label.value == "samples: 0"
+    assert explorer.draws_label.value == "draws: 0"
     heights = [bar.get_height() for bar in explorer.bars]
     assert heights == pytest.approx(state.probs.tolist())
     assert explorer.bars[state.argmax].get_facecolor() != explorer.bars[0].get_facecolor()
@@ -357,18 +369,18 @@ def test_greedy_toggle_and_slider(explorer: TemperatureExplorer) -> None:
     assert not explorer.greedy_toggle.value and explorer.state.temperature == pytest.approx(2.0)
 
 
-def test_sample_button_adds_counts_and_ticks(explorer: TemperatureExplorer) -> None:
-    explorer.sample_button.click()
-    assert explorer.state.num_samples == 100
-    assert explorer.samples_label.value == "samples: 100"
-    assert explorer.sample_ticks.get_visible()
-    assert list(explorer.sample_ticks.get_ydata()) == explorer.state.frequencies.tolist()
+def test_draw_button_adds_counts_and_ticks(explorer: TemperatureExplorer) -> None:
+    explorer.draw_button.click()
+    assert explorer.state.num_draws == 100
+    assert explorer.draws_label.value == "draws: 100"
+    assert explorer.draw_ticks.get_visible()
+    assert list(explorer.draw_ticks.get_ydata()) == explorer.state.frequencies.tolist()
     explorer.draws_box.value = 400
-    explorer.sample_button.click()
-    assert explorer.samples_label.value == "samples: 500"
+    explorer.draw_button.click()
+    assert explorer.draws_label.value == "draws: 500"
     explorer.temperature_slider.value = 0.5
-    assert explorer.samples_label.value == "samples: 0"
-    assert not explorer.sample_ticks.get_visible()
+    assert explorer.draws_label.value == "draws: 0"
+    assert not explorer.draw_ticks.get_visible()
 
 
 def test_top_k_slider(explorer: TemperatureExplorer) -> None:
@@ -424,7 +436,7 @@ def test_reset_button(explorer: TemperatureExplorer) -> None:
     explorer.temperature_slider.value = 3.0
     explorer.top_k_slider.value = 5
     explorer.drag_bar(3, 0.4)
-    explorer.sample_button.click()
+    explorer.draw_button.click()
     explorer.reset_button.click()
     assert explorer.state.same_as(initial)
     assert explorer.temperature_slider.value == 1.0 and explorer.top_k_slider.value == 27

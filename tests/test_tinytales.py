@@ -347,9 +347,11 @@ def test_bad_arguments_raise() -> None:
         tt.story_log_prob(b"Once")
     with pytest.raises(TypeError, match="rng"):
         tt.generate_story(7)
-    with pytest.raises(ValueError, match="n must"):
+    with pytest.raises(ValueError, match="n must be an int >= 0, got -1"):
         tt.generate_stories(-1, seed=0)
-    with pytest.raises(ValueError, match="max_chars"):
+    with pytest.raises(TypeError, match="seed must be an int"):
+        tt.generate_stories(1, seed=1.5)
+    with pytest.raises(ValueError, match="max_chars must be an int >= 0, got -5"):
         tt.greedy_story(-5)
     with pytest.raises(ValueError, match="prompt 'Once upon a tame'"):
         tt.greedy_story(50, prompt="Once upon a tame")

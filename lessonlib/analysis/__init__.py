@@ -1,1 +1,2 @@
-"""Helpers that compute what the lessons measure, one module per topic."""
+"""What the lessons measure, one module per topic, on three shared helpers: `statistics`
+(standard errors), `batches` (stories drawn in seeded batches) and `recorded` (recorded logits)."""

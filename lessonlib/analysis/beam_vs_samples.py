@@ -1,10 +1,8 @@
 """Reading beam search results: the beam step by step, and continuations side by side.
 
-Lesson 06 prints the beam at each step and compares what beam search and sampling write;
-the measures (log-probability per character under the model and under TinyTales, repeated
-4-grams, a repeating tail) come from `lessonlib.scoring` and `lessonlib.metrics`. This module
-gathers and formats them, and draws the samples that the beams are compared with under the
-same length rule (`sample_fixed_length`); it runs no search (see `lessonlib.beam_search`).
+Lesson 06 prints the beam at each step and compares what beam search and sampling write, scored
+with `lessonlib.scoring` and `lessonlib.metrics`; `sample_fixed_length` draws the samples under
+the beams' length rule. The search itself is `lessonlib.beam_search`.
 """
 
 from __future__ import annotations
@@ -13,21 +11,22 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from lessonlib.beam_search import BeamSearchResult, Hypothesis
-from lessonlib.generation import Generation, LanguageModel, next_token_logits, reserve_cache
+from lessonlib.generation import LanguageModel, next_token_logits, reserve_cache
 from lessonlib.metrics import Cycle, find_cycle, repetition_rate
 from lessonlib.progress import progress_bar
 from lessonlib.sampling import sample_next
 from lessonlib.scoring import model_char_log_probs, truth_char_log_probs
 from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_optional_int
 
 __all__ = [
     "ContinuationProfile",
     "format_beam_steps",
     "format_profiles",
-    "generation_log_probs",
     "profile_continuation",
     "profile_hypothesis",
     "sample_fixed_length",
@@ -96,6 +95,32 @@ def profile_hypothesis(prompt: str, hypothesis: Hypothesis) -> ContinuationProfi
     )
 
 
+def _fixed_length_start(
+    model: LanguageModel,
+    prompt: str,
+    tokenizer: CharTokenizer,
+    num_samples: int,
+    generator: torch.Generator,
+) -> Tensor:
+    """The context (num_samples, 1 + len(prompt)) every fixed-length sample starts from."""
+    if not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if tokenizer.boundary in prompt:
+        raise ValueError(f"prompt must not contain the boundary {tokenizer.boundary!r}")
+    if model.vocab_size != tokenizer.vocab_size:
+        raise ValueError(
+            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
+            f"{model.vocab_size}; pass the tokenizer that came with the model"
+        )
+    parameters = getattr(model, "parameters", None)
+    first = next(parameters(), None) if callable(parameters) else None
+    device = first.device if first is not None else torch.device("cpu")
+    context = torch.tensor([[tokenizer.boundary_id, *tokenizer.encode(prompt)]], device=device)
+    return context.repeat(num_samples, 1)
+
+
 @torch.inference_mode()
 def sample_fixed_length(
     model: LanguageModel,
@@ -109,45 +134,25 @@ def sample_fixed_length(
 ) -> list[Hypothesis]:
     """`num_samples` continuations of exactly `length` tokens drawn at temperature 1, end forbidden.
 
-    Before each draw the end token's logit is set to -inf (as Hugging Face's `min_new_tokens`
-    does), so a row draws from the model's distribution renormalised over the other tokens.
-    Each `log_prob` is the model's own, not renormalised, log-probability of the drawn tokens:
-    what `beam_search(..., min_new_tokens=length)` sums, so samples and beams are scored alike.
+    The end token's logit is -inf at every draw (as Hugging Face's `min_new_tokens` does); each
+    `log_prob` is the model's own, not renormalised, log-probability of the drawn tokens, which
+    `beam_search(..., min_new_tokens=length)` sums too: samples and beams are scored alike.
     """
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    if tokenizer.boundary in prompt:
-        raise ValueError(f"prompt must not contain the boundary {tokenizer.boundary!r}")
-    for name, value in (("num_samples", num_samples), ("length", length)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    if not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if model.vocab_size != tokenizer.vocab_size:
-        raise ValueError(
-            f"tokenizer has {tokenizer.vocab_size} tokens but the model's vocab_size is "
-            f"{model.vocab_size}; pass the tokenizer that came with the model"
-        )
-    end = tokenizer.boundary_id
-    parameters = getattr(model, "parameters", None)
-    first = next(parameters(), None) if callable(parameters) else None
-    device = first.device if first is not None else torch.device("cpu")
-    context = torch.tensor([[end, *tokenizer.encode(prompt)]], device=device)
-    context = context.repeat(num_samples, 1)
-    start = context.shape[1]
+    num_samples = check_int("num_samples", num_samples, low=1)
+    length = check_int("length", length, low=1)
+    context = _fixed_length_start(model, prompt, tokenizer, num_samples, generator)
+    start = fresh = context.shape[1]
     kv_cache = model.new_kv_cache(num_samples)
     reserve_cache(kv_cache, start + length, block_size=model.block_size)
     log_probs = torch.zeros(num_samples, dtype=torch.float64)
-    fresh = start
-    steps = progress_bar(range(length), desc="sampling", show=progress)
-    # One thread, whatever the batch: on a busy shared machine two spin-waiting threads were
-    # far slower (lesson 06's 128 samples: 104 s against 16 s at a load of 12 on 2 cores).
+    # One thread, whatever the batch: on two busy cores, lesson 06's 128 samples took 16 s on
+    # one thread and 104 s on two.
     with torch_threads(GENERATION_THREADS):
-        for _ in steps:
+        for _ in progress_bar(range(length), desc="sampling", show=progress):
             logits = next_token_logits(model, context, kv_cache, new_tokens=fresh)
             own = torch.log_softmax(logits.to(device="cpu", dtype=torch.float64), dim=-1)
             forbidden = logits.clone()
-            forbidden[:, end] = -math.inf  # after `own`: the score stays the model's own
+            forbidden[:, tokenizer.boundary_id] = -math.inf  # after `own`: the model's own score
             drawn = sample_next(forbidden, generator=generator)
             log_probs += own.gather(1, drawn[:, None].cpu()).squeeze(1)
             context = torch.cat([context, drawn[:, None]], dim=1)
@@ -158,26 +163,9 @@ def sample_fixed_length(
     ]
 
 
-def generation_log_probs(generation: Generation) -> list[float]:
-    """Log-probability of each sampled continuation (its end token included), from its logits.
-
-    Needs `generate(..., record_logits=True)`; works for every course model, the bigram too.
-    """
-    if not isinstance(generation, Generation):
-        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
-    if generation.logits is None:
-        raise ValueError("generation has no logits; call generate with record_logits=True")
-    log_probs = torch.log_softmax(generation.logits.to(torch.float64), dim=-1)
-    return [
-        float(log_probs[row, torch.arange(len(ids)), ids].sum())
-        for row, ids in enumerate(map(torch.tensor, generation.token_ids))
-    ]
-
-
 def format_beam_steps(result: BeamSearchResult, *, steps: int | None = None) -> str:
     """A table of the kept (and newly ended) hypotheses after each step; steps=None: all."""
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise ValueError(f"steps must be None or an int >= 1, got {steps!r}")
+    steps = check_optional_int("steps", steps, low=1)
     if not result.steps:
         raise ValueError("result has no step records; run beam_search with record_steps=True")
     lines = ["step  rank  hypothesis              log P"]

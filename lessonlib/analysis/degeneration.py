@@ -1,43 +1,10 @@
-"""Measures of degenerate text, after Holtzman et al. 2020, and one table row per decoding method.
+"""Measures of degenerate text after Holtzman et al. 2020 ("The Curious Case of Neural Text
+Degeneration", Table 1), and one table row per decoding method.
 
-The paper ("The Curious Case of Neural Text Degeneration", Table 1) compares decoding methods by
-the perplexity of their text, Self-BLEU-4, a Zipf coefficient and the share of generations that
-end in a repeating loop. This module computes those four, plus distinct-n, and what only a
-synthetic corpus can give: whether each generation is a valid TinyTales story and how probable
-its characters are under the true grammar.
-
-Definitions (the notebook states them too):
-
-- words: for BLEU, maximal runs of letters and single punctuation marks (``"Mia, hi."`` ->
-  ``Mia , hi .``); for the Zipf fit, runs of letters only, lower-cased.
-- perplexity: exp of the mean negative log-likelihood per token under the model, pooled over
-  every generated token of every generation (the end marker included where it was generated).
-- repetition: a generation *ends in a loop* when its last 50 characters (about two short
-  sentences) already occur earlier in it. A strictly periodic tail (`metrics.find_cycle`) long
-  enough is a special case; the looser rule also catches a decoder that alternates between two
-  stock sentences in no fixed order, which greedy decoding of the course model does.
-- BLEU-4: clipped n-gram precisions p_1..p_4 against the references (a hypothesis n-gram counts at
-  most as often as it occurs in the reference that has it most often), their geometric mean, times
-  the brevity penalty exp(1 - r / c) when the hypothesis length c is at most r, the reference
-  length closest to c (ties to the shorter). No smoothing: any p_n = 0 gives 0.
-- Self-BLEU-4: the mean, over generations, of BLEU-4 of one generation against all the others.
-- Zipf coefficient: s in frequency ~ rank**(-s), the negated least-squares slope of log frequency
-  against log rank over every distinct word.
-- truth: a generation is *valid* when prompt + text is a complete TinyTales story and the
-  generation ended there; *in grammar* when every generated token (the end too, if produced) has
-  a true probability above zero. Its true log-probability counts the tokens before its first
-  impossible one (all of them when in grammar); a method's value pools those tokens over all its
-  generations, so a generation that leaves the grammar counts up to its mistake and shows in the
-  in-grammar share.
-- entropy: how much choice each token had, in nats: under the sampling rule that drew it
-  (`sampling_entropy`, 0 for greedy) or under the true grammar (`truth_entropy`).
-- standard error of a share p (loop, valid, in grammar) of n generations: sqrt(p(1-p)/n); of
-  Self-BLEU, that of the mean of the per-generation scores (`self_bleu_scores`); of the Zipf
-  coefficient, a jackknife over generations (`zipf_standard_error`).
-
-Pure functions on strings and tensors, except `continuation_log_probs` (a batched forward pass of
-a model). Nothing here generates text (see `lessonlib.generation` and `lessonlib.beam_search`)
-or plots.
+The paper's four (perplexity, Self-BLEU-4, a Zipf coefficient, the share of generations ending in
+a loop), distinct-n, and what only a synthetic corpus gives: whether each generation is a valid
+TinyTales story and how probable its characters are under the true grammar. Nothing here
+generates text (see `lessonlib.generation` and `lessonlib.beam_search`) or plots.
 """
 
 from __future__ import annotations
@@ -53,12 +20,15 @@ from torch import Tensor
 
 from lessonlib import tinytales
 from lessonlib.analysis.distributions import entropy
+from lessonlib.analysis.recorded import drawn_step_logits
+from lessonlib.analysis.statistics import jackknife_se, ratio_with_error
 from lessonlib.generation import Generation, LanguageModel
 from lessonlib.metrics import distinct_n
 from lessonlib.sampling import sampling_probs
 from lessonlib.scoring import truth_char_log_probs
 from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_real
 
 __all__ = [
     "DegenerationRow",
@@ -66,18 +36,14 @@ __all__ = [
     "bleu",
     "continuation_log_probs",
     "ends_in_loop",
-    "format_share_errors",
     "format_table",
-    "generation_log_probs",
     "loop_share",
-    "mean_standard_error",
     "measure_decoding",
     "nats_per_token",
     "perplexity",
     "sampling_entropy",
     "self_bleu",
     "self_bleu_scores",
-    "share_standard_error",
     "tokens_per_text",
     "truth_entropy",
     "truth_score",
@@ -100,14 +66,8 @@ def _check_texts(texts: object, *, name: str = "texts") -> list[str]:
     return list(texts)
 
 
-def _check_int(name: str, value: object, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return value
-
-
 def word_tokens(text: str) -> list[str]:
-    """BLEU's tokens: runs of letters and single punctuation marks, in order."""
+    """BLEU's tokens: runs of letters and single punctuation marks ("Mia, hi." -> Mia , hi .)."""
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
     return _TOKEN.findall(text)
@@ -122,10 +82,15 @@ def word_frequencies(texts: Sequence[str]) -> Counter[str]:
 
 
 def ends_in_loop(text: str, *, window: int = 50) -> bool:
-    """True if the last `window` characters of `text` already occur earlier in it (overlap allowed)."""
+    """True if the last `window` characters of `text` already occur earlier in it (overlap allowed).
+
+    50 characters are about two short sentences. Looser than a strictly periodic tail
+    (`metrics.find_cycle`), the rule also catches a decoder that alternates between two stock
+    sentences in no fixed order, as greedy decoding of the course model does.
+    """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    _check_int("window", window, 1)
+    check_int("window", window, low=1)
     if len(text) <= window:
         return False
     # The first occurrence of the tail starts before the tail itself iff it occurred earlier.
@@ -148,7 +113,9 @@ def _bleu_from_counts(
     totals: Sequence[int],
     reference_lengths: Sequence[int],
 ) -> float:
-    """BLEU from per-order clipped matches and totals (the module docstring's formula)."""
+    """BLEU from per-order clipped matches and totals: the geometric mean of the precisions,
+    times the brevity penalty exp(1 - r / c) when the hypothesis length c is at most r, the
+    closest reference length. No smoothing: any precision of 0 gives 0."""
     if hypothesis_length == 0 or any(t == 0 or c == 0 for c, t in zip(clipped, totals)):
         return 0.0
     log_precision = sum(math.log(c / t) for c, t in zip(clipped, totals)) / len(totals)
@@ -162,7 +129,7 @@ def bleu(
     hypothesis: Sequence[str], references: Sequence[Sequence[str]], *, max_n: int = 4
 ) -> float:
     """Sentence BLEU-max_n of a token list against reference token lists (0 = nothing shared)."""
-    _check_int("max_n", max_n, 1)
+    check_int("max_n", max_n, low=1)
     if isinstance(hypothesis, str) or any(isinstance(r, str) for r in references):
         raise TypeError("hypothesis and each reference must be token lists (see word_tokens)")
     if not references:
@@ -181,7 +148,7 @@ def bleu(
 def self_bleu_scores(texts: Sequence[str], *, max_n: int = 4) -> list[float]:
     """BLEU-max_n of each text (word_tokens) against all the others, in the order of `texts`."""
     texts = _check_texts(texts)
-    _check_int("max_n", max_n, 1)
+    check_int("max_n", max_n, low=1)
     if len(texts) < 2:
         raise ValueError(
             f"texts must hold at least 2 texts (one needs references), got {len(texts)}"
@@ -221,19 +188,6 @@ def self_bleu(texts: Sequence[str], *, max_n: int = 4) -> float:
     return sum(scores) / len(scores)
 
 
-def mean_standard_error(values: Sequence[float]) -> tuple[float, float]:
-    """The mean of `values` and its standard error sqrt(sample variance / n); NaN error for one."""
-    values = [float(v) for v in values]
-    if not values:
-        raise ValueError("values must hold at least one number, got none")
-    n = len(values)
-    mean = math.fsum(values) / n
-    if n < 2:
-        return mean, math.nan
-    variance = math.fsum((v - mean) ** 2 for v in values) / (n - 1)
-    return mean, math.sqrt(variance / n)
-
-
 def zipf_coefficient(frequencies: Mapping[str, float] | Sequence[float]) -> float:
     """s of frequency ~ rank**(-s): minus the least-squares slope of log frequency on log rank."""
     values = list(frequencies.values()) if isinstance(frequencies, Mapping) else list(frequencies)
@@ -241,8 +195,8 @@ def zipf_coefficient(frequencies: Mapping[str, float] | Sequence[float]) -> floa
         raise ValueError(
             f"frequencies must hold at least 2 values to fit a slope, got {len(values)}"
         )
-    if any(isinstance(v, bool) or not isinstance(v, int | float) or not v > 0 for v in values):
-        raise ValueError(f"frequencies must be positive numbers, got {values[:10]!r}")
+    for index, value in enumerate(values):
+        check_real(f"frequencies[{index}]", value, low=0, low_open=True)
     ranked = sorted(values, reverse=True)
     x = [math.log(rank) for rank in range(1, len(ranked) + 1)]
     y = [math.log(value) for value in ranked]
@@ -255,17 +209,14 @@ def zipf_coefficient(frequencies: Mapping[str, float] | Sequence[float]) -> floa
 def zipf_standard_error(texts: Sequence[str]) -> float:
     """Jackknife standard error of the Zipf coefficient of `texts`, one text left out at a time.
 
-    sqrt((n - 1) / n * sum((s_i - mean(s)) ** 2)), where s_i is the coefficient of the word
-    counts without text i: the generations, not the words, are the independent units.
+    The generations, not the words, are the independent units.
     """
     texts = _check_texts(texts)
     if len(texts) < 2:
         raise ValueError(f"texts must hold at least 2 texts to leave one out, got {len(texts)}")
     per_text = [word_frequencies([text]) for text in texts]
     total = sum(per_text, Counter())
-    fits = [zipf_coefficient(total - counts) for counts in per_text]  # `-` drops zero counts
-    n, mean = len(fits), math.fsum(fits) / len(fits)
-    return math.sqrt((n - 1) / n * math.fsum((s - mean) ** 2 for s in fits))
+    return jackknife_se([zipf_coefficient(total - counts) for counts in per_text])  # `-` drops 0s
 
 
 def perplexity(log_probs: Sequence[float], token_counts: Sequence[int]) -> float:
@@ -282,19 +233,12 @@ def tokens_per_text(texts: Sequence[str], finished: Sequence[bool]) -> list[int]
 def nats_per_token(log_probs: Sequence[float], token_counts: Sequence[int]) -> tuple[float, float]:
     """-sum(log_probs) / sum(token_counts) (the log of the perplexity) and its standard error.
 
-    The error treats the sequences as the independent units (tokens of one sequence are not):
-    for the pooled ratio r = sum(a) / sum(b) of n sequences, with residuals e_i = a_i - r b_i,
-    it is sqrt(n / (n - 1) * sum(e_i ** 2)) / sum(b), the usual first-order (delta-method)
-    error of a ratio estimate. NaN for a single sequence.
+    The sequences, not their tokens, are the independent units (`ratio_with_error`); NaN error
+    for a single sequence.
     """
     _check_counts(log_probs, token_counts)
-    count = sum(token_counts)
-    rate = -math.fsum(log_probs) / count
-    n = len(log_probs)
-    if n < 2:
-        return rate, math.nan
-    spread = math.fsum((-a - rate * b) ** 2 for a, b in zip(log_probs, token_counts))
-    return rate, math.sqrt(n / (n - 1) * spread) / count
+    estimate = ratio_with_error([-value for value in log_probs], token_counts)
+    return estimate.value, estimate.standard_error
 
 
 def _check_counts(log_probs: Sequence[float], token_counts: Sequence[int]) -> None:
@@ -305,29 +249,6 @@ def _check_counts(log_probs: Sequence[float], token_counts: Sequence[int]) -> No
         )
     if any(c < 0 for c in token_counts) or sum(token_counts) == 0:
         raise ValueError(f"token_counts must be >= 0 with a positive sum, got {list(token_counts)}")
-
-
-def _live_logits(generation: Generation) -> Tensor:
-    """The recorded logits (steps, V) of every generated token of every row, rows in order."""
-    if not isinstance(generation, Generation):
-        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
-    if generation.logits is None:
-        raise ValueError("generation has no logits; generate it with record_logits=True")
-    rows = [generation.logits[row, : len(ids)] for row, ids in enumerate(generation.token_ids)]
-    return torch.cat(rows)
-
-
-def generation_log_probs(generation: Generation) -> list[Tensor]:
-    """float64 log P of each generated token (end marker included) from the recorded logits.
-
-    These are the raw model's probabilities (temperature 1, nothing filtered), whatever rule drew
-    the tokens; `generate(..., record_logits=True)` records the logits, so no second pass is needed.
-    """
-    ids = torch.tensor([token for row in generation.token_ids for token in row], dtype=torch.long)
-    with torch_threads(GENERATION_THREADS):
-        steps = torch.log_softmax(_live_logits(generation).to(torch.float64), dim=-1)
-        scores = steps.gather(-1, ids[:, None])[:, 0]
-    return list(scores.split([len(row) for row in generation.token_ids]))
 
 
 @torch.inference_mode()
@@ -347,7 +268,7 @@ def continuation_log_probs(
     padding on the right), one forward pass per batch.
     """
     prompts, texts = _check_texts(prompts, name="prompts"), _check_texts(texts)
-    _check_int("batch_size", batch_size, 1)
+    check_int("batch_size", batch_size, low=1)
     if not len(prompts) == len(texts) == len(finished):
         raise ValueError(
             f"prompts, texts and finished must have equal lengths, got {len(prompts)}, "
@@ -366,22 +287,25 @@ def continuation_log_probs(
     scores: list[Tensor] = []
     with torch_threads(GENERATION_THREADS):
         for first in range(0, len(rows), batch_size):
-            chunk = rows[first : first + batch_size]
-            width = max(len(ids) for ids, _ in chunk) - 1
-            tokens = torch.full((len(chunk), width + 1), end, dtype=torch.long)
-            for row, (ids, _) in enumerate(chunk):
-                tokens[row, : len(ids)] = torch.tensor(ids)
-            if width == 0:
-                scores += [torch.zeros(0, dtype=torch.float64) for _ in chunk]
-                continue
-            logits = model(tokens[:, :-1]).to(torch.float64)
-            log_probs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]
-            # Target t + 1 is predicted at position t; the continuation's targets start after
-            # the start marker and the prompt.
-            scores += [
-                log_probs[row, start : len(ids) - 1] for row, (ids, start) in enumerate(chunk)
-            ]
+            scores += _score_batch(model, rows[first : first + batch_size], end)
     return scores
+
+
+def _score_batch(
+    model: LanguageModel, chunk: list[tuple[list[int], int]], end: int
+) -> list[Tensor]:
+    """log P of each row's continuation tokens: one forward pass over the right-padded rows."""
+    width = max(len(ids) for ids, _ in chunk) - 1
+    if width == 0:
+        return [torch.zeros(0, dtype=torch.float64) for _ in chunk]
+    tokens = torch.full((len(chunk), width + 1), end, dtype=torch.long)
+    for row, (ids, _) in enumerate(chunk):
+        tokens[row, : len(ids)] = torch.tensor(ids)
+    logits = model(tokens[:, :-1]).to(torch.float64)
+    log_probs = torch.log_softmax(logits, dim=-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    # Target t + 1 is predicted at position t; the continuation's targets start after the start
+    # marker and the prompt.
+    return [log_probs[row, start : len(ids) - 1] for row, (ids, start) in enumerate(chunk)]
 
 
 @dataclass(frozen=True)
@@ -456,7 +380,7 @@ def sampling_entropy(
     The recorded logits go through the same sampling rule (`sampling.sampling_probs`) that drew
     the tokens: how much randomness the decoder injected per token; 0 for greedy decoding.
     """
-    steps = _live_logits(generation).double()
+    steps = drawn_step_logits(generation).double()
     # Small tensors: one thread avoids hand-off costs that dominate on a shared machine.
     with torch_threads(GENERATION_THREADS):
         probs = sampling_probs(steps, temperature=temperature, top_k=top_k, top_p=top_p)
@@ -491,7 +415,7 @@ def measure_decoding(
     """Every measure of this module for one method's continuations `texts` of `prompts`.
 
     `log_probs[i]` is the model's total log-probability of text i's tokens (its characters, and
-    the end marker where `finished[i]`), e.g. summed from `generation_log_probs`.
+    the end marker where `finished[i]`), e.g. from `recorded.text_log_probs`.
     """
     prompts, texts = _check_texts(prompts, name="prompts"), _check_texts(texts)
     if not len(prompts) == len(texts) == len(finished) == len(log_probs):
@@ -553,38 +477,4 @@ def format_table(
                     f"{ref['zipf']:>6.2f}{ref['repetition']:>14.2f}"
                 )
         lines.append(line)
-    return "\n".join(lines)
-
-
-def share_standard_error(share: float, n: int) -> float:
-    """sqrt(share * (1 - share) / n): the standard error of a share measured on n generations."""
-    _check_int("n", n, 1)
-    if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
-        raise ValueError(f"share must be a number in [0, 1], got {share!r}")
-    return math.sqrt(share * (1 - share) / n)
-
-
-# The table's shares, by column name: each is a count of generations over their number.
-_SHARES = {"loop %": "repetition", "valid %": "valid", "in-gram %": "in_grammar"}
-
-
-def format_share_errors(rows: Sequence[DegenerationRow]) -> str:
-    """Each row's shares in percent with one standard error each, and what a 0 or 100% means."""
-    head = f"{'method':<16}{'n':>4}" + "".join(f"{name:>11}{'+- s.e.':>9}" for name in _SHARES)
-    lines = ["the shares, in percent, with their standard errors sqrt(p(1-p)/n):", head]
-    lines.append("-" * len(head))
-    for row in rows:
-        line = f"{row.method:<16}{row.generations:>4}"
-        for field in _SHARES.values():
-            share = getattr(row, field)
-            error = share_standard_error(share, row.generations)
-            line += f"{100 * share:>11.1f}{100 * error:>9.1f}"
-        lines.append(line)
-    # sqrt(p(1-p)/n) is 0 at p = 0 or 1, which would claim certainty that n generations cannot give.
-    sizes = sorted({row.generations for row in rows}, reverse=True)
-    bounds = ", ".join(f"{min(300 / n, 100):.1f} points for n = {n}" for n in sizes)
-    lines.append(
-        "A share of 0 or 100% has standard error 0 by this formula, yet the true share can be up "
-        f"to 3/n away (95%, the rule of three): {bounds}."
-    )
     return "\n".join(lines)

@@ -26,17 +26,16 @@ from lessonlib.analysis.degeneration import (
     DegenerationRow,
     continuation_log_probs,
     ends_in_loop,
-    generation_log_probs,
-    mean_standard_error,
     measure_decoding,
     nats_per_token,
     self_bleu_scores,
-    share_standard_error,
     tokens_per_text,
     word_frequencies,
     zipf_coefficient,
     zipf_standard_error,
 )
+from lessonlib.analysis.recorded import text_log_probs
+from lessonlib.analysis.statistics import mean_and_se, share_se
 from lessonlib.beam_search import BeamSearchResult, beam_search_many
 from lessonlib.generation import Generation, LanguageModel, generate
 from lessonlib.metrics import find_cycle, repetition_rate
@@ -44,6 +43,7 @@ from lessonlib.paths import DATA_DIR
 from lessonlib.progress import progress_bar
 from lessonlib.scoring import truth_char_log_probs
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int
 
 __all__ = [
     "BEAM",
@@ -211,6 +211,12 @@ def run_beam_search(
     return results
 
 
+def _outputs(
+    prompts: list[str], texts: list[str], finished: list[bool], log_probs: list[float]
+) -> dict[str, list]:
+    return {"prompts": prompts, "texts": texts, "finished": finished, "log_probs": log_probs}
+
+
 def decoding_outputs(
     model: LanguageModel,
     prompts: list[str],
@@ -230,31 +236,21 @@ def decoding_outputs(
     """
     done = [True] * len(human)
     human_scores = continuation_log_probs(model, prompts, human, tokenizer=tokenizer, finished=done)
-    outputs = {
-        "human": {
-            "prompts": prompts,
-            "texts": human,
-            "finished": done,
-            "log_probs": [float(score.sum()) for score in human_scores],
-        }
-    }
+    outputs = {"human": _outputs(prompts, human, done, [float(s.sum()) for s in human_scores])}
     for method, generation in generations.items():
-        outputs[method] = {
-            "prompts": prompts,
-            "texts": generation.texts,
-            "finished": generation.finished,
-            "log_probs": [float(score.sum()) for score in generation_log_probs(generation)],
-        }
+        outputs[method] = _outputs(
+            prompts, generation.texts, generation.finished, text_log_probs(generation)
+        )
     for method, searched in ((BEAM, beams), (BEAM_FIXED, fixed_beams)):
         if method == BEAM_FIXED and not searched:
             continue
         best = [beam.best for beam in searched]
-        outputs[method] = {
-            "prompts": prompts[: len(best)],
-            "texts": [hypothesis.text for hypothesis in best],
-            "finished": [hypothesis.finished for hypothesis in best],
-            "log_probs": [hypothesis.log_prob for hypothesis in best],
-        }
+        outputs[method] = _outputs(
+            prompts[: len(best)],
+            [hypothesis.text for hypothesis in best],
+            [hypothesis.finished for hypothesis in best],
+            [hypothesis.log_prob for hypothesis in best],
+        )
     return outputs
 
 
@@ -318,8 +314,7 @@ def repetition_probs(
     repetition; for a story's stock sentence after its frame (`stock_sentence_frame`), the
     grammar's is the same at every saying after the first.
     """
-    if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
-        raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+    repeats = check_int("repeats", repeats, low=1)
     if len(frames) != len(sentences) or not sentences or not all(sentences):
         raise ValueError(
             f"frames and sentences must be equally many ({len(frames)} and {len(sentences)}), "
@@ -357,6 +352,19 @@ class LabRun:
     repetitions: tuple[Tensor, Tensor | None]  # `repetition_probs` of the held-out stories
 
 
+def _timed(work: Mapping[str, Any], progress: bool) -> tuple[dict[str, Any], dict[str, float]]:
+    """Each call of `work` in turn: its result and its seconds, by name."""
+    results, timings = {}, {}
+    # Without a terminal (a log, a test) the bar is off: show=None asks tqdm to check.
+    bar = progress_bar(work, desc="generating", show=None if progress else False)
+    for method in bar:
+        bar.set_postfix_str(method)
+        start = time.perf_counter()
+        results[method] = work[method]()
+        timings[method] = time.perf_counter() - start
+    return results, timings
+
+
 def run_lab(
     model: LanguageModel,
     tokenizer: CharTokenizer,
@@ -383,15 +391,7 @@ def run_lab(
         max_new_tokens=max_new_tokens,
     )  # fmt: skip
     work[BEAM], work[BEAM_FIXED] = search, partial(search, fixed_length=True)
-    results, timings = {}, {}
-    # Without a terminal (a log, a test) the bar is off: disable=None asks tqdm to check (in a
-    # notebook, tqdm.auto's widget bar always shows).
-    bar = progress_bar(work, desc="generating", show=None if progress else False)
-    for method in bar:
-        bar.set_postfix_str(method)
-        start = time.perf_counter()
-        results[method] = work[method]()
-        timings[method] = time.perf_counter() - start
+    results, timings = _timed(work, progress)
     beams, fixed_beams = results.pop(BEAM), results.pop(BEAM_FIXED)
     start = time.perf_counter()
     outputs = decoding_outputs(
@@ -412,24 +412,18 @@ def run_lab(
 RESULT_DECIMALS = 5
 
 
-def lab_results(run: LabRun) -> dict[str, Any]:
-    """The run's numbers as JSON-ready data (what `RESULTS_PATH` holds): rows, errors, repeats.
+def _rounded(value: float) -> float:
+    return round(float(value), RESULT_DECIMALS)
 
-    Shares are counts of generations; every float is rounded to RESULT_DECIMALS. "repeated" is
-    the mean share of a generation's word 4-grams said before in it (`metrics.repetition_rate`:
-    repetition anywhere, where a loop is judged by the tail). Self-BLEU's standard error treats
-    the generations' scores as independent; Zipf's is a jackknife over generations.
-    """
 
-    def rounded(value: float) -> float:
-        return round(float(value), RESULT_DECIMALS)
-
+def _row_results(run: LabRun) -> dict[str, dict[str, Any]]:
+    """Per method: the table's measures, counts of generations, and standard errors."""
     nats = nats_per_method(run.outputs)
     rows: dict[str, dict[str, Any]] = {}
     for method, row in run.rows.items():
         texts = run.outputs[method]["texts"]
-        bleu_mean, bleu_error = mean_standard_error(self_bleu_scores(texts))
-        repeated, repeated_error = mean_standard_error([repetition_rate(t) for t in texts])
+        bleu_mean, bleu_error = mean_and_se(self_bleu_scores(texts))
+        repeated, repeated_error = mean_and_se([repetition_rate(t) for t in texts])
         counts = {
             name: round(getattr(row, name) * row.generations)
             for name in ("repetition", "valid", "in_grammar")
@@ -439,37 +433,64 @@ def lab_results(run: LabRun) -> dict[str, Any]:
             "loops": counts["repetition"],
             "valid": counts["valid"],
             "in_grammar": counts["in_grammar"],
-            "repeated": rounded(repeated),
-            "repeated_se": rounded(repeated_error),
-            "perplexity": rounded(row.perplexity),
-            "nats": rounded(nats[method][0]),
-            "nats_se": rounded(nats[method][1]),
-            "self_bleu": rounded(bleu_mean),
-            "self_bleu_se": rounded(bleu_error),
-            "zipf": rounded(row.zipf),
-            "zipf_se": rounded(zipf_standard_error(texts)),
-            "distinct": rounded(row.distinct),
-            "true_log_prob": rounded(row.true_log_prob),
+            "repeated": _rounded(repeated),
+            "repeated_se": _rounded(repeated_error),
+            "perplexity": _rounded(row.perplexity),
+            "nats": _rounded(nats[method][0]),
+            "nats_se": _rounded(nats[method][1]),
+            "self_bleu": _rounded(bleu_mean),
+            "self_bleu_se": _rounded(bleu_error),
+            "zipf": _rounded(row.zipf),
+            "zipf_se": _rounded(zipf_standard_error(texts)),
+            "distinct": _rounded(row.distinct),
+            "true_log_prob": _rounded(row.true_log_prob),
         }
-    # Self-BLEU and Zipf depend on how many texts there are: on the beam prompts alone, the
-    # beam rows can be compared with the others.
+    return rows
+
+
+def _beam_prompt_results(run: LabRun) -> dict[str, dict[str, float]]:
+    """Self-BLEU and Zipf on the beam prompts alone: they depend on how many texts there are."""
     matched = {}
     for method in ("human", "greedy", BEAM, BEAM_FIXED, "pure sampling", "nucleus p=0.95"):
         texts = run.outputs[method]["texts"][: len(run.beams)]
-        bleu_mean, bleu_error = mean_standard_error(self_bleu_scores(texts))
+        bleu_mean, bleu_error = mean_and_se(self_bleu_scores(texts))
         matched[method] = {
-            "self_bleu": rounded(bleu_mean),
-            "self_bleu_se": rounded(bleu_error),
-            "zipf": rounded(zipf_coefficient(word_frequencies(texts))),
-            "zipf_se": rounded(zipf_standard_error(texts)),
+            "self_bleu": _rounded(bleu_mean),
+            "self_bleu_se": _rounded(bleu_error),
+            "zipf": _rounded(zipf_coefficient(word_frequencies(texts))),
+            "zipf_se": _rounded(zipf_standard_error(texts)),
         }
-    greedy = run.outputs["greedy"]["texts"]
-    model_probs, truth_probs = run.repetitions
+    return matched
+
+
+def _repetition_results(model_probs: Tensor, truth_probs: Tensor) -> dict[str, Any]:
+    """The stock sentence's probability at each saying, under the model (s.e.) and the grammar."""
     # From the second saying on (the first repetition) the grammar's value is constant: the
     # rise of each saying above the second, per story, is the paired measure of reinforcement.
     second = model_probs[:, 1]
-    rise = [mean_standard_error((column - second).tolist()) for column in model_probs.T]
-    by_saying = [mean_standard_error(column.tolist()) for column in model_probs.T]
+    rise = [mean_and_se((column - second).tolist()) for column in model_probs.T]
+    by_saying = [mean_and_se(column.tolist()) for column in model_probs.T]
+    return {
+        "stories": model_probs.shape[0],
+        "model": [_rounded(mean) for mean, _ in by_saying],
+        "model_se": [_rounded(error) for _, error in by_saying],
+        "truth": [_rounded(value) for value in truth_probs.mean(0).tolist()],
+        "truth_spread": _rounded(
+            float((truth_probs.max(0).values - truth_probs.min(0).values).max())
+        ),
+        "rise_from_second": [_rounded(mean) for mean, _ in rise],
+        "rise_from_second_se": [_rounded(error) for _, error in rise],
+    }
+
+
+def lab_results(run: LabRun) -> dict[str, Any]:
+    """The run's numbers as JSON-ready data (what `RESULTS_PATH` holds): rows, errors, repeats.
+
+    Shares are counts of generations; every float is rounded to RESULT_DECIMALS. "repeated" is
+    the mean share of a generation's word 4-grams said before in it (`metrics.repetition_rate`:
+    repetition anywhere, where a loop is judged by the tail).
+    """
+    model_probs, truth_probs = run.repetitions
     return {
         "command": "python -m lessonlib.degeneration_lab --write data/degeneration_lab_results.json",
         "sizes": {
@@ -480,10 +501,12 @@ def lab_results(run: LabRun) -> dict[str, Any]:
             "prompt_chars": len(run.prompts[0]),
             "repeats": model_probs.shape[1],
         },
-        "rows": rows,
-        "on_beam_prompts": matched,
+        "rows": _row_results(run),
+        "on_beam_prompts": _beam_prompt_results(run),
         "greedy_periodic_loops": sum(
-            find_cycle(text) is not None for text in greedy if ends_in_loop(text)
+            find_cycle(text) is not None
+            for text in run.outputs["greedy"]["texts"]
+            if ends_in_loop(text)
         ),
         # Forbidden to end, the fixed-length beam can still write an ending, as its last sentence.
         "fixed_beam_ends_on_ending": sum(ends_on_ending(b.best.text) for b in run.fixed_beams),
@@ -491,17 +514,7 @@ def lab_results(run: LabRun) -> dict[str, Any]:
             method: dict(sorted(Counter(beam.stop_reason for beam in beams).items()))
             for method, beams in ((BEAM, run.beams), (BEAM_FIXED, run.fixed_beams))
         },
-        "repetition": {
-            "stories": model_probs.shape[0],
-            "model": [rounded(mean) for mean, _ in by_saying],
-            "model_se": [rounded(error) for _, error in by_saying],
-            "truth": [rounded(value) for value in truth_probs.mean(0).tolist()],
-            "truth_spread": rounded(
-                float((truth_probs.max(0).values - truth_probs.min(0).values).max())
-            ),
-            "rise_from_second": [rounded(mean) for mean, _ in rise],
-            "rise_from_second_se": [rounded(error) for _, error in rise],
-        },
+        "repetition": _repetition_results(model_probs, truth_probs),
     }
 
 
@@ -531,9 +544,9 @@ def format_results(results: Mapping[str, Any]) -> str:
         row, n = results["rows"][method], results["rows"][method]["generations"]
         loops, valid = row["loops"] / n, row["valid"] / n
         line = f"{method:<16}{n:>4}"
-        line += f"{100 * loops:>7.1f} ({100 * share_standard_error(loops, n):.1f})"
+        line += f"{100 * loops:>7.1f} ({100 * share_se(loops, n):.1f})"
         line += f"{100 * row['repeated']:>7.1f} ({100 * row['repeated_se']:.1f})"
-        line += f"{100 * valid:>8.1f} ({100 * share_standard_error(valid, n):.1f})"
+        line += f"{100 * valid:>8.1f} ({100 * share_se(valid, n):.1f})"
         line += f"{row['nats']:>8.4f} ({row['nats_se']:.4f})"
         line += f"{row['self_bleu']:>7.3f} ({row['self_bleu_se']:.3f})"
         line += f"{row['zipf']:>6.2f} ({row['zipf_se']:.2f})"
@@ -560,11 +573,3 @@ def format_repetition(results: Mapping[str, Any], sayings: Sequence[int] = (1, 2
             f"({repetition['rise_from_second_se'][k]:.3f})"
         )
     return "\n".join(lines)
-
-
-# Sizes of the default command: about 3 minutes on the course's 2-core machine (2 min 51 s
-# measured, with a little other load), where one sampled method costs 6-8 s for 300 prompts, each
-# beam search about 0.5 s per prompt (16 rows each) and the measures about 17 s. Peak memory about
-# 1.0 GB: the KV cache of 300 rows of up to 400 positions. (On a busy machine, set
-# OMP_WAIT_POLICY=PASSIVE: torch's two threads then stop spinning while they wait, which was up
-# to 15 times faster here and changes no result.)

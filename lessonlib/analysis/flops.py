@@ -1,33 +1,9 @@
-"""Counted work: the floating-point operations of the course GPT, by formula, and torch's count.
+"""Counted work: the floating-point operations of the course GPT, by formula and by torch's count.
 
-What is counted, exactly as `torch.utils.flop_counter.FlopCounterMode` counts it: the matrix
-multiplications only, at 2 FLOPs per multiply-add (an (m x k) by (k x n) product is 2*m*k*n).
-Bias additions, LayerNorm, GELU, softmax, embeddings and sampling are not counted; they are a
-small share of the work and torch's counter skips them too.
-
-For one forward pass over `new_tokens` new positions after `past_tokens` cached ones (without a
-cache, `past_tokens` is 0 and `new_tokens` is the whole context), with C = n_embd, L = n_layer,
-V = vocab_size and T = past_tokens + new_tokens, per sequence of the batch:
-
-    projections  L * 2 * new_tokens * C * 4C     (q, k, v: 3C outputs; the output projection: C)
-    attention    L * 4 * new_tokens * T * C      (scores Q K^T and the weighted sum A V, all heads)
-    mlp          L * 2 * new_tokens * C * 8C     (C -> 4C and 4C -> C)
-    lm_head      2 * new_tokens * C * V          (logits at every new position, as the model does)
-
-The attention term counts every entry of the (new_tokens x T) score matrix, masked ones too:
-that is what a dense kernel computes (a kernel that skips masked blocks does about half of it
-for a full causal pass). On CPU, torch's counter does not see attention at all, because
-`scaled_dot_product_attention` runs a fused kernel it has no formula for; `measure_flops`
-therefore switches attention to the math backend, which is made of counted matrix products.
-
-`count_operations` counts something else: the tensor operations a call starts, whatever their
-size. On a model this small a decoding step's time follows that count more than its FLOPs.
-`time_side_by_side` puts the clock beside the counts: it times two or more calls in
-alternation, round after round, so that their ratio is measured under the same conditions and
-its spread over the rounds shows the noise.
-
-This module is not about the generation loop itself (`lessonlib.generation`);
-`generation_step_flops` mirrors that loop's cache rule step by step.
+Only matrix multiplications count, at 2 FLOPs per multiply-add, as torch's `FlopCounterMode`
+counts them; `count_operations` counts tensor operations whatever their size, and
+`time_side_by_side` puts the clock beside the counts. The generation loop itself is in
+`lessonlib.generation`; `generation_step_flops` follows its cache rule step by step.
 """
 
 from __future__ import annotations
@@ -40,13 +16,16 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+import torch
+
 from lessonlib.model import GPTConfig
 from lessonlib.progress import progress_bar
+from lessonlib.threads import GENERATION_THREADS, torch_threads
+from lessonlib.validation import check_int
 
 __all__ = [
     "ForwardFlops",
     "count_operations",
-    "cumulative_generation_flops",
     "fit_exponent",
     "forward_flops",
     "generation_flops",
@@ -86,21 +65,19 @@ class ForwardFlops:
 _ZERO = ForwardFlops(0, 0, 0, 0)
 
 
-def _check_count(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return value
-
-
 def forward_flops(
     config: GPTConfig, *, past_tokens: int, new_tokens: int, batch_size: int = 1
 ) -> ForwardFlops:
-    """FLOPs of one forward pass over `new_tokens` positions after `past_tokens` cached ones."""
+    """FLOPs of one forward pass over `new_tokens` positions after `past_tokens` cached ones.
+
+    Bias additions, LayerNorm, GELU, softmax and embeddings are left out, as torch's counter
+    leaves them out: a small share of the work.
+    """
     if not isinstance(config, GPTConfig):
         raise TypeError(f"config must be a GPTConfig, got {type(config).__name__}")
-    _check_count("past_tokens", past_tokens, 0)
-    _check_count("new_tokens", new_tokens, 1)
-    _check_count("batch_size", batch_size, 1)
+    check_int("past_tokens", past_tokens, low=0)
+    check_int("new_tokens", new_tokens, low=1)
+    check_int("batch_size", batch_size, low=1)
     if past_tokens + new_tokens > config.block_size:
         raise ValueError(
             f"past_tokens + new_tokens must be <= block_size={config.block_size}, "
@@ -110,12 +87,13 @@ def forward_flops(
     rows = batch_size * new_tokens  # every matmul below has one row per new position
     context = past_tokens + new_tokens
     return ForwardFlops(
-        projections=L * 2 * rows * C * 4 * C,
+        projections=L * 2 * rows * C * 4 * C,  # q, k, v (3C outputs) and the output projection
         # Per head: (new x hd) @ (hd x context), then (new x context) @ (context x hd); summed
         # over n_head heads of width hd = C / n_head, each product is 2 * new * context * C.
+        # Masked scores count too: a dense kernel computes them all.
         attention=L * 2 * (2 * rows * context * C),
-        mlp=L * 2 * rows * C * 8 * C,
-        lm_head=2 * rows * C * config.vocab_size,
+        mlp=L * 2 * rows * C * 8 * C,  # C -> 4C and 4C -> C
+        lm_head=2 * rows * C * config.vocab_size,  # logits at every new position
     )
 
 
@@ -137,8 +115,8 @@ def generation_step_flops(
     Every row runs all max_new_tokens steps, as `generate` does with stop_at_boundary=False
     (with it, a batch stops early and drops finished rows, which this count does not follow).
     """
-    _check_count("prompt_length", prompt_length, 1)
-    _check_count("max_new_tokens", max_new_tokens, 0)
+    check_int("prompt_length", prompt_length, low=1)
+    check_int("max_new_tokens", max_new_tokens, low=0)
     if not isinstance(use_cache, bool):
         raise TypeError(f"use_cache must be a bool, got {use_cache!r}")
     block = config.block_size
@@ -174,20 +152,6 @@ def generation_flops(
         batch_size=batch_size,
     )
     return sum(steps, _ZERO)
-
-
-def cumulative_generation_flops(
-    config: GPTConfig, *, prompt_length: int, max_new_tokens: int, use_cache: bool
-) -> list[int]:
-    """Total FLOPs after each generation step: entry i is the work of the first i + 1 tokens."""
-    steps = generation_step_flops(
-        config, prompt_length=prompt_length, max_new_tokens=max_new_tokens, use_cache=use_cache
-    )
-    totals, running = [], 0
-    for step in steps:
-        running += step.total
-        totals.append(running)
-    return totals
 
 
 def fit_exponent(lengths: Sequence[float], work: Sequence[float]) -> float:
@@ -246,28 +210,35 @@ def count_operations(run: Callable[[], object]) -> Counter[str]:
 
 
 def time_side_by_side(
-    runs: Mapping[str, Callable[[], object]], *, rounds: int, progress: bool = False
+    runs: Mapping[str, Callable[[], object]],
+    *,
+    rounds: int,
+    progress: bool = False,
+    threads: int = GENERATION_THREADS,
 ) -> dict[str, list[float]]:
     """Seconds of each call in each of `rounds` rounds: the calls alternate, in a new order each round.
 
     Every round runs every call once, so that a ratio of two calls' times in one round is
     measured under the same load; the order rotates by one each round, so that no call always
-    runs first (after a pause) or last. `progress` shows a bar over the rounds (tqdm.auto).
+    runs first (after a pause) or last. The calls run without autograd (`torch.inference_mode`)
+    on `threads` torch threads, as `generate` runs one sequence. `progress` shows a bar.
     """
     if not isinstance(runs, Mapping) or not runs:
         raise ValueError(f"runs must be a non-empty mapping of name to callable, got {runs!r}")
     for name, run in runs.items():
         if not callable(run):
             raise TypeError(f"runs[{name!r}] must be callable, got {type(run).__name__}")
-    _check_count("rounds", rounds, 1)
+    check_int("rounds", rounds, low=1)
+    threads = check_int("threads", threads, low=1)
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {progress!r}")
     names = list(runs)
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in progress_bar(range(rounds), desc="timing", show=progress):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            runs[name]()
-            seconds[name].append(time.perf_counter() - start)
+    with torch.inference_mode(), torch_threads(threads):
+        for round_index in progress_bar(range(rounds), desc="timing", show=progress):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                start = time.perf_counter()
+                runs[name]()
+                seconds[name].append(time.perf_counter() - start)
     return seconds

@@ -1,36 +1,24 @@
 """The sampling pipeline stage by stage, and what changes when its order changes.
 
-The course's sampler (`lessonlib.sampling.sampling_probs`) runs temperature -> top-k -> top-p ->
-softmax, the order Hugging Face transformers and vLLM use. llama.cpp's default chain runs the
-truncation samplers on the unscaled logits and divides by the temperature last;
-`temperature_last_probs` is that order, built from the same lessonlib transforms. Temperature
-never changes the ranking of the logits, so it commutes with top-k; it changes how the mass is
-spread, so it does not commute with top-p. Top-k and top-p do not commute either: top-p after
-top-k reads the mass renormalised over the k survivors, so it can stop sooner than top-p on the
-whole distribution (`kept_mask(..., top_p_first=True)` is the other order).
-
-Pure functions on logits of shape (V,) or (B, V) (the recorded logits of `generate(...,
-record_logits=True)` are (B, steps, V); `drawn_step_logits` flattens them to one row per drawn
-token). Randomness only from an explicit `torch.Generator`. One function runs the model:
-`record_steps` generates stories and keeps the logits of every drawn step; nothing here plots.
-A share measured over those steps gets its standard error from `mean_with_error`, which counts
-each story, not each step, as an independent draw (steps of one story are not independent).
-The tensor functions run on `GENERATION_THREADS` torch threads, as decoding does: they are many
-small operations on (steps, 50) matrices, measured several times faster on one thread than
-on two here when other processes share the cores.
+The course's sampler runs temperature -> top-k -> top-p -> softmax (as Hugging Face and vLLM);
+llama.cpp's default chain truncates the unscaled logits and divides by the temperature last
+(`temperature_last_probs`). Temperature commutes with top-k but not with top-p, and top-p after
+top-k reads the mass renormalised over the k survivors (`kept_mask(..., top_p_first=True)`).
 """
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from lessonlib.generation import Generation, LanguageModel, generate
+from lessonlib.analysis.batches import batch_sizes, generate_batches
+from lessonlib.analysis.recorded import check_recorded, drawn_step_logits
+from lessonlib.analysis.statistics import Estimate, mean_with_error
+from lessonlib.generation import Generation, LanguageModel
 from lessonlib.progress import progress_bar
 from lessonlib.sampling import (
     apply_temperature,
@@ -41,11 +29,11 @@ from lessonlib.sampling import (
 )
 from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_logits
 
 __all__ = [
     "STAGES",
     "SWAPS",
-    "Estimate",
     "OrderComparison",
     "RecordedSteps",
     "StageProbs",
@@ -53,9 +41,7 @@ __all__ = [
     "draw_counts",
     "draw_tokens",
     "drawn_step_contexts",
-    "drawn_step_logits",
     "kept_mask",
-    "mean_with_error",
     "orders_disagree",
     "record_steps",
     "stage_probs",
@@ -184,48 +170,6 @@ def orders_disagree(
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """A mean over steps and its standard error, with the number of independent units behind it."""
-
-    value: float
-    standard_error: float
-    units: int  # independent units (stories) the standard error counts
-
-
-def _check_lengths(group_sizes: object, total: int) -> list[int]:
-    if isinstance(group_sizes, str) or not isinstance(group_sizes, Sequence):
-        raise TypeError(f"group_sizes must be a sequence of ints, got {group_sizes!r}")
-    sizes = list(group_sizes)
-    if len(sizes) < 2 or not all(
-        isinstance(n, numbers.Integral) and not isinstance(n, bool) and n >= 1 for n in sizes
-    ):
-        raise ValueError(f"group_sizes must be at least two ints >= 1, got {group_sizes!r}")
-    if sum(sizes) != total:
-        raise ValueError(f"group_sizes must add up to the {total} values, got sum {sum(sizes)}")
-    return [int(n) for n in sizes]
-
-
-def mean_with_error(values: Tensor, *, group_sizes: Sequence[int]) -> Estimate:
-    """Mean of per-step `values` (steps,) and its standard error, each group of steps one unit.
-
-    `group_sizes` splits the steps, in order, into independent groups (the stories they come
-    from). The mean is over all steps; the standard error is the ratio estimator's over groups,
-    sqrt(G / (G - 1) * sum_g (S_g - mean * n_g)^2) / N, with S_g the sum and n_g the size of
-    group g and N all steps: steps of one story are not independent draws, stories are.
-    A share is the mean of a 0/1 value.
-    """
-    if not isinstance(values, Tensor) or values.dim() != 1:
-        shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-        raise ValueError(f"values must be a tensor of shape (steps,), got {shape}")
-    sizes = _check_lengths(group_sizes, int(values.shape[0]))
-    sums = torch.stack([group.sum() for group in values.double().split(sizes)])
-    n = torch.tensor(sizes, dtype=torch.float64)
-    mean = float(sums.sum() / n.sum())
-    spread = float(((sums - mean * n) ** 2).sum()) * len(sizes) / (len(sizes) - 1)
-    return Estimate(mean, math.sqrt(spread) / float(n.sum()), len(sizes))
-
-
-@dataclass(frozen=True)
 class OrderComparison:
     """How often two orders keep different token sets over many steps, with standard errors."""
 
@@ -291,69 +235,34 @@ def draw_tokens(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """`n` independent draws of `sample_next` from one row of logits (V,): token ids, shape (n,)."""
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
-        raise ValueError(f"n must be an int >= 0, got {n!r}")
-    if not isinstance(logits, Tensor) or logits.dim() != 1:
-        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-        raise ValueError(f"logits must be one row of shape (V,), got {shape}")
+    n = check_int("n", n, low=0)
+    logits = check_logits("logits", logits, dims=(1,))
     if n == 0:
         # Nothing to draw, but bad settings must still fail (sampling_probs draws nothing).
         sampling_probs(logits, temperature=temperature, top_k=top_k, top_p=top_p)
         return torch.zeros(0, dtype=torch.int64)
     # One batch of n identical rows: one call, one stream of random numbers from `generator`.
     return sample_next(
-        logits.expand(int(n), -1),
+        logits.expand(n, -1),
         temperature=temperature,
         top_k=top_k,
         top_p=top_p,
         generator=generator,
-    ).reshape(int(n))
+    ).reshape(n)
 
 
-def draw_counts(
-    logits: Tensor,
-    *,
-    n: int,
-    temperature: float,
-    top_k: int | None = None,
-    top_p: float | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
-    """How often each token comes up in `n` draws from one row of logits (V,): (V,) int64."""
-    tokens = draw_tokens(
-        logits, n=n, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
-    )
-    return torch.bincount(tokens, minlength=logits.shape[0])
-
-
-def _check_recorded(generation: object) -> Generation:
-    if not isinstance(generation, Generation):
-        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
-    if generation.logits is None:
-        raise ValueError(
-            "generation has no recorded logits; call generate(..., record_logits=True)"
-        )
-    return generation
-
-
-def drawn_step_logits(generation: Generation) -> Tensor:
-    """The recorded logits of every drawn token, all rows one after another: (steps, V).
-
-    Steps after a row stopped (padding up to the longest row) are left out.
-    """
-    logits = _check_recorded(generation).logits
-    rows = [logits[row, : len(ids)] for row, ids in enumerate(generation.token_ids)]
-    return torch.cat(rows, dim=0)
+def draw_counts(logits: Tensor, *, n: int, **settings: Any) -> Tensor:
+    """How often each token comes up in `draw_tokens(logits, n=n, **settings)`: (V,) int64."""
+    return torch.bincount(draw_tokens(logits, n=n, **settings), minlength=logits.shape[0])
 
 
 def drawn_step_contexts(
     generation: Generation, tokenizer: CharTokenizer, *, width: int = 24
 ) -> list[tuple[str, str]]:
     """For each row of `drawn_step_logits`: the last `width` characters before it, and the draw."""
-    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
-        raise ValueError(f"width must be an int >= 0, got {width!r}")
+    width = check_int("width", width, low=0)
     contexts = []
-    for prompt, ids in zip(_check_recorded(generation).prompts, generation.token_ids, strict=True):
+    for prompt, ids in zip(check_recorded(generation).prompts, generation.token_ids, strict=True):
         text = prompt + tokenizer.decode(ids)
         start = len(prompt)
         for step in range(len(ids)):
@@ -386,24 +295,20 @@ def record_steps(
     Batches of `batch_size` draw one after another from `generator`, so the first batch is the
     same as one `generate` call with that batch size and generator. `progress` shows a bar.
     """
-    for name, value in (("stories", stories), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    sizes = batch_sizes(check_int("stories", stories, low=1), batch_size)
     if not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    logits, contexts, lengths, texts = [], [], [], []
-    sizes = [min(batch_size, stories - start) for start in range(0, stories, batch_size)]
-    for size in progress_bar(sizes, desc="stories", unit="batch", show=progress):
-        generation = generate(
-            model,
-            [""] * size,
-            tokenizer=tokenizer,
-            max_new_tokens=model.block_size,
-            generator=generator,
-            record_logits=True,
-        )
-        logits.append(drawn_step_logits(generation))
-        contexts += drawn_step_contexts(generation, tokenizer)
-        lengths += [len(ids) for ids in generation.token_ids]
-        texts += generation.texts
-    return RecordedSteps(torch.cat(logits), contexts, tuple(lengths), tuple(texts))
+    bar = progress_bar(total=stories, desc="stories", unit="story", show=progress)
+    batches = generate_batches(
+        model, "", tokenizer=tokenizer, sizes=sizes, generators=[generator] * len(sizes), bar=bar,
+        max_new_tokens=model.block_size, record_logits=True,
+    )  # fmt: skip
+    bar.close()
+    return RecordedSteps(
+        logits=torch.cat([drawn_step_logits(batch) for batch in batches]),
+        contexts=[
+            context for batch in batches for context in drawn_step_contexts(batch, tokenizer)
+        ],
+        story_lengths=tuple(len(ids) for batch in batches for ids in batch.token_ids),
+        texts=tuple(text for batch in batches for text in batch.texts),
+    )

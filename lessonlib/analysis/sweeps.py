@@ -1,16 +1,8 @@
-"""Temperature in numbers: the three regimes of one distribution, and samples scored per temperature.
+"""Temperature and sampler settings in numbers: one distribution's regimes, and samples scored.
 
-`temperature_regimes` follows one row of logits from tau near 0 (greedy) through tau = 1 (the
-model) to large tau (uniform): the top token's probability and the entropy at each temperature.
-`sampler_sweep` draws a batch of continuations for each sampler setting (temperature, top-k,
-top-p) and scores them with the TinyTales grammar and the repetition measures of
-`lessonlib.metrics`, so that both ends show as numbers: cold text is valid but repetitive, hot
-text is diverse but breaks the grammar. `temperature_sweep` is the sweep over temperatures alone.
-Each share and mean comes with its standard error over the stories (`valid_se`, `broken_se`,
-`repetition_se`, `distinct_4_se`, `mean_length_se`), so a notebook can tell a difference from
-noise (`gap_in_se`), and `format_trade_off` prints them.
-
-Pure functions of their inputs (randomness only from the given seed); no plotting here.
+`temperature_regimes` follows one row of logits from tau near 0 (greedy) to large tau (uniform).
+`sampler_sweep` draws stories per sampler setting and scores them against the TinyTales grammar,
+each measure with its standard error, so that a notebook can tell a difference from noise.
 """
 
 from __future__ import annotations
@@ -18,26 +10,30 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lessonlib import tinytales
+from lessonlib.analysis.batches import batch_sizes, generate_batches, seeded
 from lessonlib.analysis.distributions import entropy
-from lessonlib.generation import LanguageModel, generate
+from lessonlib.analysis.statistics import in_standard_errors, jackknife_se, mean_and_se, share_se
+from lessonlib.generation import LanguageModel
 from lessonlib.metrics import distinct_n, find_cycle, repetition_rate
 from lessonlib.progress import progress_bar
-from lessonlib.sampling import check_temperature, sampling_probs
+from lessonlib.sampling import sampling_probs
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_logits, check_optional_int, check_temperature
 
 __all__ = [
     "Regime",
     "SampleScores",
-    "format_scores",
     "format_trade_off",
     "gap_in_se",
     "sampler_sweep",
     "score_samples",
+    "score_settings",
     "setting_label",
     "temperature_regimes",
     "temperature_sweep",
@@ -70,13 +66,7 @@ def _check_temperatures(temperatures: Sequence[float]) -> list[float]:
 
 def temperature_regimes(logits: Tensor, temperatures: Sequence[float]) -> list[Regime]:
     """P(argmax) and entropy of softmax(`logits` / tau) for each tau (0 = greedy); logits (V,)."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(f"logits must be a torch.Tensor of shape (V,), got {type(logits).__name__}")
-    if logits.dim() != 1 or logits.shape[0] == 0:
-        raise ValueError(
-            f"logits must be one step's logits of shape (V,) with V >= 1, "
-            f"got shape {tuple(logits.shape)}"
-        )
+    logits = check_logits("logits", logits, dims=(1,))
     rows = []
     for temperature in _check_temperatures(temperatures):
         probs = sampling_probs(logits.double(), temperature=temperature)
@@ -87,7 +77,7 @@ def temperature_regimes(logits: Tensor, temperatures: Sequence[float]) -> list[R
 
 @dataclass(frozen=True)
 class SampleScores:
-    """How a batch of continuations drawn at one temperature fares."""
+    """How a batch of continuations drawn with one sampler setting fares."""
 
     temperature: float
     samples: int  # continuations scored
@@ -109,13 +99,13 @@ class SampleScores:
 
     @property
     def valid_se(self) -> float:
-        """Standard error of the valid share (binomial, from `samples` stories)."""
-        return (self.valid * (1 - self.valid) / self.samples) ** 0.5
+        """Standard error of the valid share."""
+        return share_se(self.valid, self.samples)
 
     @property
     def broken_se(self) -> float:
-        """Standard error of the broken share (binomial, from `samples` stories)."""
-        return (self.broken * (1 - self.broken) / self.samples) ** 0.5
+        """Standard error of the broken share."""
+        return share_se(self.broken, self.samples)
 
     @property
     def cut_off(self) -> float:
@@ -124,27 +114,8 @@ class SampleScores:
 
     @property
     def cut_off_se(self) -> float:
-        """Standard error of the cut-off share (binomial, from `samples` stories)."""
-        return (self.cut_off * (1 - self.cut_off) / self.samples) ** 0.5
-
-
-def _se_of_mean(values: Sequence[float]) -> float:
-    """Standard error of the mean of `values` (sample standard deviation / sqrt(n); 0 if n < 2)."""
-    n = len(values)
-    if n < 2:
-        return 0.0
-    mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
-
-
-def _distinct_4_se(texts: Sequence[str]) -> float:
-    """Jackknife standard error of pooled distinct-4: recompute it leaving out one text at a time."""
-    n = len(texts)
-    if n < 2:
-        return 0.0
-    leave_one_out = [distinct_n([t for j, t in enumerate(texts) if j != i], n=4) for i in range(n)]
-    mean = sum(leave_one_out) / n
-    return math.sqrt((n - 1) / n * sum((v - mean) ** 2 for v in leave_one_out))
+        """Standard error of the cut-off share."""
+        return share_se(self.cut_off, self.samples)
 
 
 def _breaks_grammar(story: str, finished: bool) -> bool:
@@ -168,29 +139,31 @@ def score_samples(
             f"texts and finished must be non-empty and of equal length, got {len(texts)} "
             f"and {len(finished)}"
         )
+    texts, n = list(texts), len(texts)
     stories = [prompt + text for text in texts]
     # An unfinished continuation is not a story yet, so it cannot be a valid one.
     valid = [done and tinytales.is_valid_story(story) for story, done in zip(stories, finished)]
     broken = [_breaks_grammar(story, bool(done)) for story, done in zip(stories, finished)]
-    repetition = [repetition_rate(story, n=4) for story in stories]
-    lengths = [float(len(text)) for text in texts]
-    n = len(texts)
+    repetition, repetition_se = mean_and_se([repetition_rate(story, n=4) for story in stories])
+    mean_length, mean_length_se = mean_and_se([len(text) for text in texts])
+    # distinct-4 is pooled over the texts, not a mean: its error is the jackknife's.
+    without_one = [distinct_n(texts[:i] + texts[i + 1 :], n=4) for i in range(n)]
     return SampleScores(
         temperature=float(temperature),
         samples=n,
         valid=sum(valid) / n,
         finished=sum(map(bool, finished)) / n,
         looping=sum(find_cycle(text) is not None for text in texts) / n,
-        repetition=sum(repetition) / n,
-        distinct_2=distinct_n(list(texts), n=2),
-        mean_length=sum(lengths) / n,
+        repetition=repetition,
+        distinct_2=distinct_n(texts, n=2),
+        mean_length=mean_length,
         texts=tuple(texts),
         label=label,
-        distinct_4=distinct_n(list(texts), n=4),
+        distinct_4=distinct_n(texts, n=4),
         broken=sum(broken) / n,
-        repetition_se=_se_of_mean(repetition),
-        distinct_4_se=_distinct_4_se(list(texts)),
-        mean_length_se=_se_of_mean(lengths),
+        repetition_se=repetition_se,
+        distinct_4_se=jackknife_se(without_one),
+        mean_length_se=mean_length_se,
     )
 
 
@@ -204,28 +177,16 @@ def setting_label(setting: Mapping[str, float | int | None]) -> str:
     return ", ".join(parts) or "tau 1"
 
 
-def _check_count(value: object, name: str, *, allow_none: bool = False) -> int | None:
-    """`value` as an int >= 1 (or None if allowed), else TypeError/ValueError naming `name`."""
-    if value is None and allow_none:
-        return None
-    accepted = f"{name} must be an int >= 1" + (" or None" if allow_none else "")
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{accepted}, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{accepted}, got {value}")
-    return value
+def _labels(settings: object) -> list[str]:
+    """The label of each setting, checked up front: TypeError/ValueError for a bad one."""
+    if isinstance(settings, (str, bytes, Mapping)) or not isinstance(settings, Sequence):
+        raise TypeError(
+            f"settings must be a sequence of dicts such as [{{'top_p': 0.9}}], got {settings!r}"
+        )
+    return [setting_label(setting) for setting in settings]
 
 
-def _batch_seeds(seed: int, count: int) -> list[int]:
-    """Seeds of `count` batches: `seed` itself, then seeds drawn from a generator seeded `seed`.
-
-    Drawn rather than `seed + b`, so that the batches of two nearby seeds never coincide.
-    """
-    more = torch.randint(0, 2**62, (count - 1,), generator=torch.Generator().manual_seed(seed))
-    return [seed, *more.tolist()]
-
-
-def sampler_sweep(
+def score_settings(
     model: LanguageModel,
     tokenizer: CharTokenizer,
     *,
@@ -233,59 +194,64 @@ def sampler_sweep(
     settings: Sequence[Mapping[str, float | int | None]],
     samples: int,
     max_new_tokens: int,
-    seed: int,
-    batch_size: int | None = None,
+    batch_size: int,
+    batch_seeds: Sequence[int],
     progress: bool = False,
 ) -> list[SampleScores]:
-    """Draw `samples` continuations of `prompt` for each sampler setting and score them.
+    """Score `samples` continuations of `prompt` per setting; batch b of each uses batch_seeds[b].
 
-    A setting holds keyword arguments of `generate` (`temperature`, `top_k`, `top_p`). Every
-    setting gets a generator seeded with the same `seed`: the batches then share their random
-    numbers, so the differences between rows come from the setting rather than from luck, and
-    the result is reproducible. A greedy setting (temperature 0) is generated once and that
-    continuation stands for the whole batch.
-
-    `batch_size` None draws each setting's samples in one batch. An int draws them in batches
-    of at most that many: batch 0 with a generator seeded `seed` (so it is what `batch_size=None`
-    draws for `samples=batch_size`), each later batch with its own seed drawn from `seed`, the
-    same for every setting. Small batches decode on one thread (see
-    `lessonlib.generation.decoding_threads`), which keeps a busy machine fast.
-    `progress` shows a tqdm bar counting the stories drawn.
+    A setting holds keyword arguments of `generate` (`temperature`, `top_k`, `top_p`). A greedy
+    setting (temperature 0) is generated once, and that text stands for every sample.
     """
-    samples = _check_count(samples, "samples")
-    batch_size = _check_count(batch_size, "batch_size", allow_none=True) or samples
-    settings = list(settings)
-    labels = [setting_label(setting) for setting in settings]  # rejects unknown keys up front
+    sizes = batch_sizes(samples, batch_size)
+    labels = _labels(settings)
     bar = progress_bar(
         total=samples * len(settings), unit="story", show=progress, desc="stories drawn"
     )
     rows = []
     for setting, label in zip(settings, labels):
         bar.set_postfix_str(label)
-        temperature = setting.get("temperature", 1.0)
-        temperature = 1.0 if temperature is None else temperature
+        temperature = 1.0 if setting.get("temperature") is None else setting["temperature"]
         greedy = temperature == 0
-        texts: list[str] = []
-        finished: list[bool] = []
-        starts = range(0, 1 if greedy else samples, batch_size)
-        for start, batch_seed in zip(starts, _batch_seeds(seed, len(starts))):
-            size = 1 if greedy else min(batch_size, samples - start)
-            result = generate(
-                model,
-                [prompt] * size,
-                tokenizer=tokenizer,
-                max_new_tokens=max_new_tokens,
-                generator=torch.Generator().manual_seed(batch_seed),
-                **{**setting, "temperature": temperature},
-            )
-            texts += result.texts
-            finished += result.finished
-            bar.update(samples if greedy else size)
+        batches = generate_batches(
+            model, prompt, tokenizer=tokenizer, sizes=[1] if greedy else sizes,
+            generators=seeded(batch_seeds[: 1 if greedy else len(sizes)]), bar=bar,
+            max_new_tokens=max_new_tokens, **{**setting, "temperature": temperature},
+        )  # fmt: skip
+        texts = [text for batch in batches for text in batch.texts]
+        finished = [done for batch in batches for done in batch.finished]
         if greedy:
             texts, finished = texts * samples, finished * samples
+            bar.update(samples - 1)
         rows.append(score_samples(prompt, texts, finished, temperature=temperature, label=label))
     bar.close()
     return rows
+
+
+def sampler_sweep(
+    model: LanguageModel,
+    tokenizer: CharTokenizer,
+    *,
+    samples: int,
+    seed: int,
+    batch_size: int | None = None,
+    **sweep: Any,
+) -> list[SampleScores]:
+    """`score_settings` (prompt, settings, max_new_tokens, progress) with seeds drawn from `seed`.
+
+    `batch_size` None draws each setting's samples in one batch seeded `seed`; an int draws
+    batches of at most that many, batch 0 seeded `seed` (so it is what `batch_size=None` draws
+    for `samples=batch_size`) and later batches with seeds drawn from `seed` (not `seed + b`,
+    so that the batches of two nearby seeds never coincide).
+    """
+    samples = check_int("samples", samples, low=1)
+    batch_size = check_optional_int("batch_size", batch_size, low=1) or samples
+    later = len(batch_sizes(samples, batch_size)) - 1
+    more = torch.randint(0, 2**62, (later,), generator=torch.Generator().manual_seed(seed))
+    seeds = [seed, *more.tolist()]
+    return score_settings(
+        model, tokenizer, samples=samples, batch_size=batch_size, batch_seeds=seeds, **sweep
+    )
 
 
 def temperature_sweep(
@@ -300,11 +266,8 @@ def temperature_sweep(
     batch_size: int | None = None,
     progress: bool = False,
 ) -> list[SampleScores]:
-    """`sampler_sweep` over temperatures alone (rows labelled by tau in `format_scores`)."""
-    if isinstance(samples_per_temperature, bool) or not isinstance(samples_per_temperature, int):
-        raise TypeError(f"samples_per_temperature must be an int, got {samples_per_temperature!r}")
-    if samples_per_temperature < 1:
-        raise ValueError(f"samples_per_temperature must be >= 1, got {samples_per_temperature}")
+    """`sampler_sweep` over temperatures alone (rows labelled by tau in `format_trade_off`)."""
+    check_int("samples_per_temperature", samples_per_temperature, low=1)
     rows = sampler_sweep(
         model,
         tokenizer,
@@ -317,24 +280,6 @@ def temperature_sweep(
         progress=progress,
     )
     return [replace(row, label="") for row in rows]
-
-
-def format_scores(rows: Sequence[SampleScores]) -> str:
-    """A fixed-width text table of `rows`, one line per setting (by tau when unlabelled)."""
-    width = max([5] + [len(row.label) for row in rows])
-    head = "tau" if not any(row.label for row in rows) else "setting"
-    header = (
-        f"{head:>{width}} {'valid':>6} {'finished':>8} {'looping':>7} {'repeated 4-grams':>16} "
-        f"{'distinct-2':>10} {'length':>6}"
-    )
-    lines = [header]
-    for row in rows:
-        name = row.label or f"{row.temperature:.2f}"
-        lines.append(
-            f"{name:>{width}} {row.valid:6.2f} {row.finished:8.2f} {row.looping:7.2f} "
-            f"{row.repetition:16.3f} {row.distinct_2:10.3f} {row.mean_length:6.0f}"
-        )
-    return "\n".join(lines)
 
 
 def format_trade_off(rows: Sequence[SampleScores]) -> str:
@@ -372,9 +317,8 @@ _WITH_SE = {
 def gap_in_se(first: SampleScores, second: SampleScores, measure: str) -> float:
     """`first` minus `second` on `measure`, in standard errors of that difference.
 
-    The rows are treated as independent: se = sqrt(se_1^2 + se_2^2). Rows drawn with shared
-    seeds are alike more often than not, which only makes this rule cautious. A difference with
-    a standard error of 0 is +-inf (0 if there is no difference either).
+    The rows count as independent, se = sqrt(se_1^2 + se_2^2): rows drawn with shared seeds are
+    alike more often than not, which only makes this rule cautious.
     """
     if measure not in _WITH_SE:
         raise ValueError(f"measure must be one of {sorted(_WITH_SE)}, got {measure!r}")
@@ -383,7 +327,4 @@ def gap_in_se(first: SampleScores, second: SampleScores, measure: str) -> float:
             raise TypeError(f"{name} must be a SampleScores, got {type(row).__name__}")
     value, error = _WITH_SE[measure]
     difference = getattr(first, value) - getattr(second, value)
-    se = math.hypot(getattr(first, error), getattr(second, error))
-    if se == 0:
-        return 0.0 if difference == 0 else math.copysign(math.inf, difference)
-    return difference / se
+    return in_standard_errors(difference, math.hypot(getattr(first, error), getattr(second, error)))

@@ -1,19 +1,14 @@
 """The long tail of recorded next-token distributions: where each drawn token ranked, and when a
 draw from outside the top k is the one that broke a TinyTales story.
 
-Pure functions on the raw logits that `generate(..., record_logits=True)` keeps, shape
-(steps, V), read at temperature 1, and on the ids that were drawn. Rank 1 is the most likely
-token; tied logits share the best rank, so "rank <= k" is exactly what
-`lessonlib.sampling.filter_top_k` keeps. The grammar (`lessonlib.tinytales`) gives the truth.
-
-One function runs the model: `paired_top_k` draws two batches with the same random numbers,
-one without a filter and one with top-k, so that a difference between twin stories can only
-come from the draws that top-k removes. This module is not a sampler: it calls `generate`.
+Functions of the raw logits that `generate(..., record_logits=True)` keeps, (steps, V) at
+temperature 1, and of the drawn ids. Rank 1 is the most likely token and tied logits share the
+best rank, so "rank <= k" is exactly what `filter_top_k` keeps. `paired_top_k` draws twin
+batches with the same random numbers, without a filter and with top-k.
 """
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,15 +16,17 @@ import torch
 from torch import Tensor
 
 from lessonlib import tinytales
+from lessonlib.analysis.batches import batch_sizes, generate_batches, seeded
 from lessonlib.analysis.distributions import tail_mass
-from lessonlib.generation import Generation, LanguageModel, generate
+from lessonlib.analysis.recorded import check_recorded, row_logits
+from lessonlib.generation import Generation, LanguageModel
 from lessonlib.progress import progress_bar
-from lessonlib.threads import torch_threads
+from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_logits, check_real
 
 __all__ = [
     "BreakCounts",
-    "PairedDifference",
     "PairedRuns",
     "StoryBreak",
     "TailSummary",
@@ -40,7 +37,6 @@ __all__ = [
     "format_breaks",
     "mark_token",
     "pair_divergence",
-    "paired_difference",
     "paired_top_k",
     "story_breaks",
     "summarize_tail",
@@ -77,27 +73,11 @@ class StoryBreak:
     story: str  # the whole story, prompt included, without END
 
 
-def _check_logits(logits: object, name: str = "logits") -> Tensor:
-    """`logits` as a float tensor of shape (steps, V), or TypeError/ValueError naming it."""
-    if not isinstance(logits, Tensor):
-        raise TypeError(
-            f"{name} must be a torch.Tensor of shape (steps, V), got {type(logits).__name__}"
-        )
-    if not logits.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {logits.dtype}")
-    if logits.dim() != 2 or logits.shape[-1] == 0:
-        raise ValueError(f"{name} must have shape (steps, V), got shape {tuple(logits.shape)}")
-    return logits
-
-
 def _check_ks(ks: object) -> list[int]:
     """`ks` as a non-empty list of ints >= 1, or TypeError/ValueError naming it."""
     if isinstance(ks, str | bytes) or not isinstance(ks, Sequence) or len(ks) == 0:
         raise TypeError(f"ks must be a non-empty sequence of ints >= 1, got {ks!r}")
-    for k in ks:
-        if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-            raise ValueError(f"ks must hold ints >= 1, got {k!r} in {ks!r}")
-    return [int(k) for k in ks]
+    return [check_int(f"ks[{i}]", k, low=1) for i, k in enumerate(ks)]
 
 
 def _check_token_ids(token_ids: object, steps: int, vocab_size: int) -> Tensor:
@@ -118,7 +98,7 @@ def _check_token_ids(token_ids: object, steps: int, vocab_size: int) -> Tensor:
 
 def tail_mass_by_step(logits: Tensor, *, ks: Sequence[int]) -> Tensor:
     """Probability outside the top k at every step, for every k: (steps, V) -> (len(ks), steps)."""
-    logits = _check_logits(logits)
+    logits = check_logits("logits", logits, dims=(2,))
     ks = _check_ks(ks)
     # float64 so that tails of 1e-6 are not rounded away next to a top token near 1.
     probs = torch.softmax(logits.to(torch.float64), dim=-1)
@@ -129,12 +109,7 @@ def summarize_tail(
     logits: Tensor, *, ks: Sequence[int], threshold: float = 0.01
 ) -> list[TailSummary]:
     """Mean and max tail mass over the steps, and how many steps exceed `threshold`, per k."""
-    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real):
-        raise TypeError(f"threshold must be a number in [0, 1), got {threshold!r}")
-    if not 0 <= threshold < 1:
-        raise ValueError(f"threshold must be in [0, 1), got {threshold!r}")
-    if _check_logits(logits).shape[0] == 0:
-        raise ValueError("logits must have at least one step to summarise, got 0 steps")
+    threshold = check_real("threshold", threshold, low=0, high=1)
     masses = tail_mass_by_step(logits, ks=ks)
     return [
         TailSummary(
@@ -143,7 +118,7 @@ def summarize_tail(
             max=float(row.max()),
             steps_above=int((row > threshold).sum()),
             steps=int(row.numel()),
-            threshold=float(threshold),
+            threshold=threshold,
         )
         for k, row in zip(_check_ks(ks), masses)
     ]
@@ -151,7 +126,7 @@ def summarize_tail(
 
 def token_ranks(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
     """Rank of each step's drawn token, 1 = most likely; ties share the best rank: (steps,)."""
-    logits = _check_logits(logits)
+    logits = check_logits("logits", logits, dims=(2,))
     ids = _check_token_ids(token_ids, logits.shape[0], logits.shape[1])
     drawn = logits.gather(-1, ids[:, None])
     # One plus the number of strictly larger logits: a token survives top-k iff its rank <= k.
@@ -160,7 +135,7 @@ def token_ranks(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
 
 def token_probs(logits: Tensor, token_ids: Sequence[int] | Tensor) -> Tensor:
     """Probability (temperature 1, no filter) of each step's drawn token: (steps,) float64."""
-    logits = _check_logits(logits)
+    logits = check_logits("logits", logits, dims=(2,))
     ids = _check_token_ids(token_ids, logits.shape[0], logits.shape[1])
     probs = torch.softmax(logits.to(torch.float64), dim=-1)
     return probs.gather(-1, ids[:, None])[:, 0]
@@ -184,48 +159,41 @@ def first_impossible_index(text: str, *, ended: bool) -> int | None:
     return None
 
 
+def _story_break(generation: Generation, row: int) -> StoryBreak | None:
+    """Row `row`'s break (see `story_breaks`), or None."""
+    prompt, ids = generation.prompts[row], generation.token_ids[row]
+    story = prompt + generation.texts[row]
+    index = first_impossible_index(story, ended=generation.finished[row])
+    # A row whose prompt is already impossible has no drawn token to blame.
+    if index is None or index < len(prompt):
+        return None
+    step = index - len(prompt)
+    logits = row_logits(generation, row)
+    return StoryBreak(
+        row=row,
+        step=step,
+        token_id=int(ids[step]),
+        char=story[index] if index < len(story) else tinytales.END,
+        rank=int(token_ranks(logits, ids)[step]),
+        prob=float(token_probs(logits, ids)[step]),
+        prefix=story[:index],
+        story=story,
+    )
+
+
 def story_breaks(generation: Generation) -> list[StoryBreak | None]:
     """Per row, the drawn token at which the story left the grammar, or None if it never did.
 
     `generation` must come from `generate(..., record_logits=True)`. The break is the first
-    character (or END) that no TinyTales story has at that point; a row whose prompt is
-    already impossible has no drawn token to blame and gives None too.
+    character (or END) that no TinyTales story has at that point.
     """
-    if not isinstance(generation, Generation):
-        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
-    if generation.logits is None:
-        raise ValueError("generation has no logits; generate it with record_logits=True")
-    breaks: list[StoryBreak | None] = []
-    for row, (prompt, text, ids, ended) in enumerate(
-        zip(generation.prompts, generation.texts, generation.token_ids, generation.finished)
-    ):
-        story = prompt + text
-        index = first_impossible_index(story, ended=ended)
-        if index is None or index < len(prompt):
-            breaks.append(None)
-            continue
-        step = index - len(prompt)
-        # Later steps of the batch tensor belong to other rows still running; cut them off.
-        logits = generation.logits[row, : len(ids)]
-        breaks.append(
-            StoryBreak(
-                row=row,
-                step=step,
-                token_id=int(ids[step]),
-                char=story[index] if index < len(story) else tinytales.END,
-                rank=int(token_ranks(logits, ids)[step]),
-                prob=float(token_probs(logits, ids)[step]),
-                prefix=story[:index],
-                story=story,
-            )
-        )
-    return breaks
+    check_recorded(generation)
+    return [_story_break(generation, row) for row in range(len(generation.texts))]
 
 
 def find_tail_break(generation: Generation, *, k: int) -> StoryBreak | None:
     """The first row's break whose token was drawn from outside the top k (rank > k), or None."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
+    k = check_int("k", k, low=1)
     return next((b for b in story_breaks(generation) if b is not None and b.rank > k), None)
 
 
@@ -236,33 +204,15 @@ def mark_token(text: str, index: int, *, width: int = 30) -> str:
     """
     if not isinstance(text, str):
         raise TypeError(f"text must be a str, got {type(text).__name__}")
-    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index <= len(text):
-        raise ValueError(f"index must be an int in 0..{len(text)}, got {index!r}")
-    if isinstance(width, bool) or not isinstance(width, int) or width < 0:
-        raise ValueError(f"width must be an int >= 0, got {width!r}")
+    index = check_int("index", index, low=0, high=len(text))
+    width = check_int("width", width, low=0)
     before = text[max(0, index - width) : index]
-    if index == len(text):
-        return f"{'...' if index > width else ''}{before}[END]"
-    after = text[index + 1 : index + 1 + width]
     head = "..." if index > width else ""
+    if index == len(text):
+        return f"{head}{before}[END]"
+    after = text[index + 1 : index + 1 + width]
     tail = "..." if index + 1 + width < len(text) else ""
     return f"{head}{before}[{text[index]}]{after}{tail}"
-
-
-def _check_k(k: object) -> int:
-    """`k` as an int >= 1, or ValueError naming it."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be an int >= 1, got {k!r}")
-    return int(k)
-
-
-def _check_generation(generation: object) -> Generation:
-    """`generation` with recorded logits, or TypeError/ValueError naming it."""
-    if not isinstance(generation, Generation):
-        raise TypeError(f"generation must be a Generation, got {type(generation).__name__}")
-    if generation.logits is None:
-        raise ValueError("generation has no logits; generate it with record_logits=True")
-    return generation
 
 
 def valid_stories(generation: Generation) -> list[bool]:
@@ -290,8 +240,8 @@ class BreakCounts:
 
 def count_breaks(generation: Generation, *, k: int) -> BreakCounts:
     """Count the stories of `generation` by where they left the grammar: rank 1, 2..k or > k."""
-    k = _check_k(k)
-    breaks = story_breaks(_check_generation(generation))
+    k = check_int("k", k, low=1)
+    breaks = story_breaks(generation)
     ranks = [b.rank for b in breaks if b is not None]
     return BreakCounts(
         k=k,
@@ -306,11 +256,10 @@ def count_breaks(generation: Generation, *, k: int) -> BreakCounts:
 
 def first_tail_draws(generation: Generation, *, k: int) -> list[int | None]:
     """Per row, the first step whose drawn token ranked outside the top k, or None."""
-    k = _check_k(k)
-    generation = _check_generation(generation)
+    k = check_int("k", k, low=1)
     steps = []
-    for row, ids in enumerate(generation.token_ids):
-        outside = (token_ranks(generation.logits[row, : len(ids)], ids) > k).nonzero()
+    for row, ids in enumerate(check_recorded(generation).token_ids):
+        outside = (token_ranks(row_logits(generation, row), ids) > k).nonzero()
         steps.append(int(outside[0, 0]) if len(outside) else None)
     return steps
 
@@ -359,43 +308,33 @@ def paired_top_k(
 ) -> PairedRuns:
     """`samples` stories from scratch at temperature 1, twice: without a filter and with top-k.
 
-    Rows are drawn in chunks of `chunk_size`; chunk i of both batches uses a generator seeded
-    with `seed + i`, and every row runs all `max_new_tokens` steps (stop_at_boundary=False)
-    before it is cut after its first boundary token, so that both batches consume the same
-    random numbers at every step. `torch.multinomial` draws one token as the argmax of
-    probs / noise with that shared noise, and renormalising the kept tokens divides them all by
-    one number; so a filtered row draws what its twin draws whenever that token survives top-k,
-    and twins differ only from the twin's first draw outside the top k (`pair_divergence`
-    checks it: it is a property of PyTorch's sampler, not a promise of its documentation).
-    Generation runs on one torch thread: the text then does not depend on the machine's core
-    count, and the steps of this small model lose far more to a second thread waiting for a
-    busy core than they gain from it.
+    Chunk i of both batches is drawn with a generator seeded `seed + i`, every row runs all
+    `max_new_tokens` steps (then is cut after its first boundary token), so both batches consume
+    the same random numbers at every step. `torch.multinomial` draws the argmax of probs / noise,
+    and renormalising the kept tokens divides them all by one number: a filtered row draws what
+    its twin draws whenever that token survives top-k, so twins differ only from the twin's first
+    draw outside the top k (`pair_divergence` checks it: a property of PyTorch's sampler, not a
+    promise of its documentation).
     """
-    k = _check_k(k)
-    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
-        raise ValueError(f"samples must be an int >= 1, got {samples!r}")
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
-    sizes = [min(chunk_size, samples - start) for start in range(0, samples, chunk_size)]
-    arms: dict[int | None, list[Generation]] = {None: [], k: []}
-    bar = progress_bar(total=2 * len(sizes), desc="generating", show=progress)
-    with torch_threads(1):
-        for index, size in enumerate(sizes):
-            for top_k, parts in arms.items():
-                raw = generate(
-                    model,
-                    [""] * size,
-                    tokenizer=tokenizer,
-                    max_new_tokens=max_new_tokens,
-                    top_k=top_k,
-                    generator=torch.Generator().manual_seed(seed + index),
-                    stop_at_boundary=False,
-                    record_logits=True,
-                )
-                parts.append(_cut_at_boundary(raw, tokenizer.boundary_id))
-                bar.update()
+    k = check_int("k", k, low=1)
+    sizes = batch_sizes(
+        check_int("samples", samples, low=1), check_int("chunk_size", chunk_size, low=1)
+    )
+    runs = {}
+    bar = progress_bar(total=2 * samples, desc="generating", unit="story", show=progress)
+    # One thread even for chunks that generate would give two: the text then does not depend on
+    # the machine, and this small model's steps lose more to a waiting thread than they gain.
+    with torch_threads(GENERATION_THREADS):
+        for top_k in (None, k):
+            chunks = generate_batches(
+                model, "", tokenizer=tokenizer, sizes=sizes,
+                generators=seeded(seed + i for i in range(len(sizes))), bar=bar,
+                max_new_tokens=max_new_tokens, top_k=top_k, stop_at_boundary=False,
+                record_logits=True,
+            )  # fmt: skip
+            runs[top_k] = _stack([_cut_at_boundary(c, tokenizer.boundary_id) for c in chunks])
     bar.close()
-    return PairedRuns(k=k, unfiltered=_stack(arms[None]), filtered=_stack(arms[k]))
+    return PairedRuns(k=k, unfiltered=runs[None], filtered=runs[k])
 
 
 def pair_divergence(runs: PairedRuns) -> list[int | None]:
@@ -423,49 +362,3 @@ def format_breaks(runs: PairedRuns) -> str:
             f"{c.inside:{len(f'rank 2-{k}')}}  {c.outside:{len(f'rank > {k}')}}"
         )
     return "\n".join(lines)
-
-
-@dataclass(frozen=True)
-class PairedDifference:
-    """The mean of `second - first` over pairs, and its standard error."""
-
-    samples: int  # pairs
-    first: float  # mean of the first measurement
-    second: float  # mean of the second measurement
-    difference: float  # mean of second - first
-    se: float  # standard error of `difference` (sample standard deviation / sqrt(samples))
-
-    def describe(self, *, digits: int = 2) -> str:
-        """One line: both means, the difference, its standard error and the difference in se."""
-        if isinstance(digits, bool) or not isinstance(digits, int):
-            raise TypeError(f"digits must be an int in 0..6, got {digits!r}")
-        if not 0 <= digits <= 6:
-            raise ValueError(f"digits must be an int in 0..6, got {digits!r}")
-        # With no spread at all the difference is exact: there is no count of errors to give.
-        in_se = f", {self.difference / self.se:+.1f} standard errors" if self.se > 0 else ""
-        return (
-            f"{self.first:.{digits}f} -> {self.second:.{digits}f}, paired difference "
-            f"{self.difference:+.{digits}f}, standard error {self.se:.{digits}f} "
-            f"({self.samples} pairs{in_se})"
-        )
-
-
-def paired_difference(
-    first: Sequence[float | bool], second: Sequence[float | bool]
-) -> PairedDifference:
-    """Mean paired difference `second - first` and its standard error, for >= 2 pairs."""
-    if len(first) != len(second) or len(first) < 2:
-        raise ValueError(
-            f"first and second must have the same length >= 2, got {len(first)} and {len(second)}"
-        )
-    a = torch.tensor([float(x) for x in first], dtype=torch.float64)
-    b = torch.tensor([float(x) for x in second], dtype=torch.float64)
-    d = b - a
-    n = len(d)
-    return PairedDifference(
-        samples=n,
-        first=float(a.mean()),
-        second=float(b.mean()),
-        difference=float(d.mean()),
-        se=float(d.std(correction=1) / n**0.5),
-    )

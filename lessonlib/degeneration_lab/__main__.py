@@ -17,6 +17,7 @@ from lessonlib.analysis.degeneration_table import (
     PAPER_LEFT_OUT,
     REPEATS,
     STORY_SEED,
+    LabRun,
     format_repetition,
     format_results,
     lab_results,
@@ -24,6 +25,11 @@ from lessonlib.analysis.degeneration_table import (
 )
 from lessonlib.checkpoint import load_model
 
+# The default sizes take about 3 minutes on the course's 2-core machine: one sampled method
+# 6-8 s for 300 prompts, each beam search about 0.5 s per prompt (16 rows each), the measures
+# about 17 s; peak memory about 1.0 GB, the KV cache of 300 rows of up to 400 positions. (On a
+# busy machine OMP_WAIT_POLICY=PASSIVE stops torch's threads spinning while they wait: up to
+# 15 times faster here, and no result changes.)
 DEFAULT_SAMPLES = 300
 DEFAULT_BEAM_PROMPTS = 100
 DEFAULT_MAX_NEW_TOKENS = 240
@@ -67,41 +73,37 @@ def _check_sizes(parser: argparse.ArgumentParser, args: argparse.Namespace, bloc
             )
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Command line: run the experiment at the chosen size and print sizes, timings and tables."""
+# The whole-number options: flag, default, help.
+_SIZES = (
+    ("--samples", DEFAULT_SAMPLES, "prompts, so generations per method"),
+    (
+        "--beam-prompts",
+        DEFAULT_BEAM_PROMPTS,
+        f"prompts that beam search continues (it costs {BEAM_WIDTH} rows per prompt)",
+    ),
+    ("--max-new-tokens", DEFAULT_MAX_NEW_TOKENS, "length cap of every continuation, in characters"),
+    (
+        "--prompt-chars",
+        DEFAULT_PROMPT_CHARS,
+        "characters of each held-out story given as the prompt",
+    ),
+    (
+        "--seed",
+        STORY_SEED,
+        "seed of the held-out stories (another seed: another replicate of the experiment)",
+    ),
+)
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lessonlib.degeneration_lab",
         description="Lesson 08's degeneration table (Holtzman et al. 2020, Table 1) with more "
         "generations per method than the notebook can afford.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--samples", type=int, default=DEFAULT_SAMPLES, help="prompts, so generations per method"
-    )
-    parser.add_argument(
-        "--beam-prompts",
-        type=int,
-        default=DEFAULT_BEAM_PROMPTS,
-        help=f"prompts that beam search continues (it costs {BEAM_WIDTH} rows per prompt)",
-    )
-    parser.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=DEFAULT_MAX_NEW_TOKENS,
-        help="length cap of every continuation, in characters",
-    )
-    parser.add_argument(
-        "--prompt-chars",
-        type=int,
-        default=DEFAULT_PROMPT_CHARS,
-        help="characters of each held-out story given as the prompt",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=STORY_SEED,
-        help="seed of the held-out stories (another seed: another replicate of the experiment)",
-    )
+    for flag, default, text in _SIZES:
+        parser.add_argument(flag, type=int, default=default, help=text)
     parser.add_argument(
         "--write",
         type=Path,
@@ -110,6 +112,42 @@ def main(argv: list[str] | None = None) -> None:
         help="also write the results as JSON to PATH (the notebook reads "
         "data/degeneration_lab_results.json, made with the default sizes)",
     )
+    return parser
+
+
+def _print_results(run: LabRun, results: dict, max_new_tokens: int) -> None:
+    """The run's timings, its table with standard errors, the paper beside it, the repetitions."""
+    print("\ngeneration time per method:")
+    for method, seconds in run.timings.items():
+        print(f"  {method:<16}{seconds:>7.1f} s")
+    print(f"scoring and measuring: {run.measure_seconds:.1f} s\n")
+    print(format_results(results))
+    print(
+        f"\n{BEAM_FIXED}: beam search with the end forbidden, exactly {max_new_tokens} "
+        "characters. Self-BLEU4's error treats the generations' scores as independent; Zipf's is "
+        "a jackknife over generations. Self-BLEU4 and Zipf depend on how many texts there are, so "
+        "the beam rows, from fewer texts, are not comparable with the others on them."
+    )
+    print(
+        f"{BEAM_FIXED}: {results['fixed_beam_ends_on_ending']} of {len(run.fixed_beams)} texts "
+        "end on an ending sentence, though they may not end the story.\n"
+    )
+    print("beside Holtzman et al. 2020, Table 1 (the paper's own settings: k of 50,257 tokens):")
+    print(format_table(list(run.rows.values()), paper=PAPER_BESIDE))
+    print("the paper's rows and columns left out: " + "; ".join(
+        f"{label} ({why})" for label, why in PAPER_LEFT_OUT.items()
+    ))  # fmt: skip
+    print(
+        f"\nthe hero's stock sentence said {REPEATS} times after the frame of each story: the "
+        "probability of each saying,\nunder the model and the grammar (Holtzman et al.: it grows "
+        "with each repetition in GPT-2):"
+    )
+    print(format_repetition(results))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: run the experiment at the chosen size and print sizes, timings and tables."""
+    parser = _parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
     model, tokenizer = load_model()
@@ -132,33 +170,8 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         progress=True,
     )
-    print("\ngeneration time per method:")
-    for method, seconds in run.timings.items():
-        print(f"  {method:<16}{seconds:>7.1f} s")
-    print(f"scoring and measuring: {run.measure_seconds:.1f} s\n")
     results = lab_results(run)
-    print(format_results(results))
-    print(
-        f"\n{BEAM_FIXED}: beam search with the end forbidden, exactly {args.max_new_tokens} "
-        "characters. Self-BLEU4's error treats the generations' scores as independent; Zipf's is "
-        "a jackknife over generations. Self-BLEU4 and Zipf depend on how many texts there are, so "
-        "the beam rows, from fewer texts, are not comparable with the others on them."
-    )
-    print(
-        f"{BEAM_FIXED}: {results['fixed_beam_ends_on_ending']} of {len(run.fixed_beams)} texts "
-        "end on an ending sentence, though they may not end the story.\n"
-    )
-    print("beside Holtzman et al. 2020, Table 1 (the paper's own settings: k of 50,257 tokens):")
-    print(format_table(list(run.rows.values()), paper=PAPER_BESIDE))
-    print("the paper's rows and columns left out: " + "; ".join(
-        f"{label} ({why})" for label, why in PAPER_LEFT_OUT.items()
-    ))  # fmt: skip
-    print(
-        f"\nthe hero's stock sentence said {REPEATS} times after the frame of each story: the "
-        "probability of each saying,\nunder the model and the grammar (Holtzman et al.: it grows "
-        "with each repetition in GPT-2):"
-    )
-    print(format_repetition(results))
+    _print_results(run, results, args.max_new_tokens)
     if args.write is not None:
         args.write.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(f"\nwrote {args.write}")

@@ -33,6 +33,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lessonlib.validation import check_real
+
 __all__ = [
     "KINDS",
     "QUIZ_DIR",
@@ -78,18 +80,9 @@ class Quiz:
             raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
         if not isinstance(self.question, str) or not self.question.strip():
             raise ValueError(f"question must be a non-empty string, got {self.question!r}")
-        tol = self.tolerance
-        if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
-            raise TypeError(f"tolerance must be a real number >= 0, got {tol!r}")
-        if not (math.isfinite(tol) and tol >= 0):
-            raise ValueError(f"tolerance must be a finite number >= 0, got {tol!r}")
+        tol = check_real("tolerance", self.tolerance, low=0)
         if self.kind == "number":
-            if isinstance(self.answer, bool) or not isinstance(self.answer, numbers.Real):
-                raise TypeError(
-                    f"answer of a 'number' quiz must be a real number, got {self.answer!r}"
-                )
-            if not math.isfinite(self.answer):
-                raise ValueError(f"answer of a 'number' quiz must be finite, got {self.answer!r}")
+            check_real("answer of a 'number' quiz", self.answer)
         elif tol != 0:
             raise ValueError(f"tolerance must be 0 for a {self.kind!r} quiz, got {tol!r}")
         if self.kind == "integer" and (

@@ -1,10 +1,8 @@
 """How long a careful learner needs for a notebook, computed from the notebook itself.
 
-A careful reader reads prose, code and printed output at about `WORDS_PER_MINUTE`, waits for
-the cells to run (the time nbclient recorded when the notebook was executed), and spends a
-few minutes on each widget, quiz and exercise. The main path is everything before the first
+Reading at `WORDS_PER_MINUTE` (not hints folded in `<details>`, not hidden cells), the cells' run
+time as recorded, and a few minutes per widget, quiz and exercise. The main path ends at the first
 "Going deeper", "For instructors" or "Answer key" heading; "Going deeper" is timed apart.
-Hints and solutions folded in `<details>` and cells with hidden source are not counted.
 `python -m lessonlib.teaching.study_time` prints the table for every notebook.
 """
 

@@ -1,17 +1,9 @@
 """The KV cache stepper: K and V cache rows filling as tokens arrive (ipywidgets + ipympl).
 
-A thin view over `lessonlib.widgets.kv_cache_state`: every control event becomes one state
-transition followed by one redraw, which updates the existing artists (two heatmaps and the
-row outlines) instead of re-plotting. The numbers in the cells are the model's own keys and
-values (one head of one layer, the first few dimensions); rows not yet in the cache are grey.
-The row computed at this step is outlined in gold; with the cache off, every older row is
-outlined too, in coral, because that step computes it all over again. The readouts give this
-step's work both ways, the cumulative work both ways, and the two ratios (per step and
-cumulative), all counted FLOPs.
-
-The figure is an ipympl canvas built directly (not through pyplot), so constructing the view
-never displays anything; show it as a cell's last expression. Tests drive it headless through
-`step_slider`, `next_button`, `back_button`, `cache_switch` and `reset_button`.
+A thin view over `lessonlib.widgets.kv_cache_state`: each control event is one transition and one
+redraw of the existing artists. The cells hold the model's own keys and values (one head, the
+first few dimensions); the row computed at this step is outlined in gold, and with the cache off
+the recomputed older rows in coral. Show it as a cell's last expression.
 """
 
 from __future__ import annotations
@@ -41,6 +33,18 @@ RECOMPUTED_COLOR = "#e6553a"  # coral: an old row recomputed because the cache i
 EMPTY_COLOR = "#ececec"  # cells of tokens that have not arrived yet
 
 
+def _row_outlines(ax: Any, rows: int, dims: int) -> list[Rectangle]:
+    """One hidden outline per row of a heatmap, inset so that neighbours' do not overlap."""
+    return [
+        ax.add_patch(
+            Rectangle(
+                (-0.45, row - 0.42), dims - 0.1, 0.84, fill=False, linewidth=2.5, visible=False
+            )
+        )
+        for row in range(rows)
+    ]
+
+
 class KVCacheStepper:
     """Step through a short text token by token and watch the K and V caches fill."""
 
@@ -58,35 +62,9 @@ class KVCacheStepper:
             model, tokenizer, text, layer=layer, head=head, dims=dims
         )
         self.output = widgets.Output()
-        self.step_slider = widgets.IntSlider(
-            value=0, min=0, max=self.state.max_step, description="step", continuous_update=True
-        )
-        narrow = widgets.Layout(width="7em")
-        self.back_button = widgets.Button(description="◀ back", layout=narrow)
-        self.next_button = widgets.Button(description="next ▶", layout=narrow)
-        self.reset_button = widgets.Button(description="reset", layout=narrow)
-        self.cache_switch = widgets.ToggleButtons(
-            options=[("cache on", True), ("cache off", False)], value=True, description="cache"
-        )
-        self.step_label = widgets.Label()
-        self.computed_label = widgets.Label()
-        self.step_work_label = widgets.Label()
-        self.with_label = widgets.Label()
-        self.without_label = widgets.Label()
-        self.step_ratio_label = widgets.HTML()
-        self.ratio_label = widgets.HTML()
-        self.note_label = widgets.Label(
-            value=f"{self.state.description}; gold: computed at this step; "
-            "coral: recomputed because the cache is off; grey: not arrived yet"
-        )
-
+        self._build_controls()
+        self._build_readouts()
         self._build_figure()
-        self.step_slider.observe(self._on_step, names="value")
-        self.cache_switch.observe(self._on_cache, names="value")
-        self.next_button.on_click(self._on_next)
-        self.back_button.on_click(self._on_back)
-        self.reset_button.on_click(self._on_reset)
-
         self.widget = widgets.VBox(
             [
                 widgets.HBox(
@@ -103,9 +81,38 @@ class KVCacheStepper:
                 self.output,
             ]
         )
-        self.step_label.layout.margin = "0 2em 0 0"
-        self.step_ratio_label.layout.margin = "0 2em 0 0"
         self.render()
+
+    def _build_controls(self) -> None:
+        """Create the step and cache controls and connect each to its one transition."""
+        self.step_slider = widgets.IntSlider(
+            value=0, min=0, max=self.state.max_step, description="step", continuous_update=True
+        )
+        narrow = widgets.Layout(width="7em")
+        self.back_button = widgets.Button(description="◀ back", layout=narrow)
+        self.next_button = widgets.Button(description="next ▶", layout=narrow)
+        self.reset_button = widgets.Button(description="reset", layout=narrow)
+        self.cache_switch = widgets.ToggleButtons(
+            options=[("cache on", True), ("cache off", False)], value=True, description="cache"
+        )
+        self.step_slider.observe(self._on_step, names="value")
+        self.cache_switch.observe(self._on_cache, names="value")
+        self.next_button.on_click(self._on_next)
+        self.back_button.on_click(self._on_back)
+        self.reset_button.on_click(self._on_reset)
+
+    def _build_readouts(self) -> None:
+        self.step_label = widgets.Label(layout=widgets.Layout(margin="0 2em 0 0"))
+        self.computed_label = widgets.Label()
+        self.step_work_label = widgets.Label()
+        self.with_label = widgets.Label()
+        self.without_label = widgets.Label()
+        self.step_ratio_label = widgets.HTML(layout=widgets.Layout(margin="0 2em 0 0"))
+        self.ratio_label = widgets.HTML()
+        self.note_label = widgets.Label(
+            value=f"{self.state.description}; gold: computed at this step; "
+            "coral: recomputed because the cache is off; grey: not arrived yet"
+        )
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """Display as the widget, so that `stepper` works as a cell's last expression."""
@@ -134,22 +141,7 @@ class KVCacheStepper:
                 interpolation="nearest",
             )
             self.images.append(image)
-            self.outlines.append(
-                [
-                    ax.add_patch(
-                        # Inset a little, so that outlines of neighbouring rows do not overlap.
-                        Rectangle(
-                            (-0.45, row - 0.42),
-                            dims - 0.1,
-                            0.84,
-                            fill=False,
-                            linewidth=2.5,
-                            visible=False,
-                        )
-                    )
-                    for row in range(rows)
-                ]
-            )
+            self.outlines.append(_row_outlines(ax, rows, dims))
             ax.set_title(f"{name} cache (one row per token)", fontsize="medium")
             ax.set_xticks(range(dims))
             ax.set_xlabel("dimension")

@@ -1,15 +1,9 @@
 """State of the KV cache stepper: tokens arrive one per step, and the cache keeps their K and V.
 
-Pure: torch and lessonlib only. The view (`lessonlib.widgets.kv_cache`) maps each control event
-to one transition here and redraws; nothing in this module draws or knows about widgets.
-
-At step s the model has read tokens 0 .. s-1. With the cache on, step s computes the key and
-value of token s-1 only and reads the s-1 rows already cached; with the cache off, it runs the
-whole forward pass again and recomputes all s rows. The work numbers are those of
-`lessonlib.analysis.flops` for generating s tokens from a one-token prompt, so they are exact counts of
-matrix-multiply FLOPs, not estimates. Two ratios compare the ways: the per-step ratio (this
-step's work without the cache over its work with it: exactly s) and the cumulative ratio (the
-work of steps 1 .. s together: about s/2 while the weight matrices dominate).
+Step s has read tokens 0 .. s-1: with the cache it computes the K and V of token s-1 only, without
+it all s rows again. The work figures are exact matrix-multiply FLOP counts from
+`lessonlib.analysis.flops`. Pure: no ipywidgets or matplotlib (the view is
+`lessonlib.widgets.kv_cache`).
 """
 
 from __future__ import annotations
@@ -23,6 +17,8 @@ from torch import Tensor
 from lessonlib.analysis.flops import forward_flops, generation_flops
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int
+from lessonlib.widgets.state import visible
 
 __all__ = [
     "DEFAULT_DIMS",
@@ -34,9 +30,6 @@ __all__ = [
 
 DEFAULT_TEXT = "Once upon a"  # with the boundary token in front: 12 tokens, 12 steps
 DEFAULT_DIMS = 8  # dimensions of one head's key and value shown per row
-
-# Characters that would be invisible in a row label, and what to show instead.
-_VISIBLE = {" ": "␣", "\n": "↵"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -76,7 +69,7 @@ class KVCacheStepperState:
                 f"keys and values must have the same shape, got {tuple(self.keys.shape)} "
                 f"and {tuple(self.values.shape)}"
             )
-        _check_step(self.step, count)
+        check_int("step", self.step, low=0, high=count)
         if not isinstance(self.use_cache, bool):
             raise TypeError(f"use_cache must be a bool, got {self.use_cache!r}")
 
@@ -84,7 +77,8 @@ class KVCacheStepperState:
 
     def set_step(self, step: int) -> KVCacheStepperState:
         """The same state at `step` (0 .. max_step)."""
-        return dataclasses.replace(self, step=_check_step(step, self.max_step))
+        step = check_int("step", step, low=0, high=self.max_step)
+        return dataclasses.replace(self, step=step)
 
     def forward(self) -> KVCacheStepperState:
         """One token more (stays at max_step once every token has arrived)."""
@@ -191,12 +185,6 @@ class KVCacheStepperState:
         }
 
 
-def _check_step(step: object, max_step: int) -> int:
-    if isinstance(step, bool) or not isinstance(step, int) or not 0 <= step <= max_step:
-        raise ValueError(f"step must be an int in 0 .. {max_step}, got {step!r}")
-    return step
-
-
 @torch.inference_mode()
 def cache_rows(
     model: GPT, token_ids: Tensor, *, layer: int = 0, head: int = 0, dims: int = DEFAULT_DIMS
@@ -205,14 +193,9 @@ def cache_rows(
     config = model.config
     if not isinstance(token_ids, Tensor) or token_ids.dim() != 1:
         raise ValueError(f"token_ids must be a 1-d tensor of ids, got {token_ids!r}")
-    for name, value, limit in (
-        ("layer", layer, config.n_layer),
-        ("head", head, config.n_head),
-        ("dims", dims, config.head_dim + 1),
-    ):
-        low = 1 if name == "dims" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value < limit:
-            raise ValueError(f"{name} must be an int in {low} .. {limit - 1}, got {value!r}")
+    layer = check_int("layer", layer, low=0, high=config.n_layer - 1)
+    head = check_int("head", head, low=0, high=config.n_head - 1)
+    dims = check_int("dims", dims, low=1, high=config.head_dim)
     kv_cache = model.new_kv_cache(1)
     model(token_ids[None, :], kv_cache=kv_cache)
     length = token_ids.shape[0]
@@ -233,7 +216,7 @@ def from_model(
     """A stepper state at step 0 over the boundary token and `text`, with the model's K and V."""
     ids = [tokenizer.boundary_id, *tokenizer.encode(text)]
     keys, values = cache_rows(model, torch.tensor(ids), layer=layer, head=head, dims=dims)
-    labels = tuple(_VISIBLE.get(char, char) for char in tokenizer.decode(ids))
+    labels = tuple(visible(char) for char in tokenizer.decode(ids))
     description = (
         f"layer {layer}, head {head}: the first {dims} of {model.config.head_dim} dimensions"
     )

@@ -1,14 +1,9 @@
 """The nucleus explorer: sorted bars, cumulative mass and a draggable p line (ipywidgets + ipympl).
 
-A thin view over `lessonlib.widgets.nucleus_state`: every control event becomes one state
-transition followed by one redraw, which updates the existing artists instead of re-plotting.
-The figure is an ipympl canvas built directly (not through pyplot), so constructing the view
-never displays anything; show it as a cell's last expression (`explorer` or `explorer.widget`).
-Dragging the p line needs the ipympl front end (`%matplotlib widget`); the p slider does the
-same from the keyboard, and tests call `drag_p_line(y)` or feed matplotlib mouse events.
-
-The GPT's distribution has 50 tokens; the plot draws the `MAX_BARS` most likely and a note
-under it says how many tokens and how much mass the rest hold (top-p is computed over all 50).
+A thin view over `lessonlib.widgets.nucleus_state`: each control event is one transition and one
+redraw of the existing artists. Show it as a cell's last expression; the constructor displays
+nothing. The p slider is the keyboard twin of the p line. At most `MAX_BARS` bars are drawn; a
+note says how much the others hold (top-p is computed over every token).
 """
 
 from __future__ import annotations
@@ -30,7 +25,13 @@ from lessonlib.widgets.nucleus_state import (
     from_model,
     initial_state,
 )
-from lessonlib.widgets.view import check_on_slider, reported, set_quietly, widget_canvas
+from lessonlib.widgets.view import (
+    check_model_and_tokenizer,
+    check_on_slider,
+    reported,
+    set_quietly,
+    widget_canvas,
+)
 
 __all__ = ["DEFAULT_PROMPT", "MAX_BARS", "NucleusExplorer"]
 
@@ -48,6 +49,25 @@ P_LINE_COLOR = "#d4a017"  # gold
 RENORMALISED_COLOR = "#e6553a"  # coral, the word lessons 02 and 07 use for this colour
 
 
+def _legend_handles() -> list[Any]:
+    return [
+        Patch(color=KEPT_COLOR, label="kept"),
+        Patch(color=MASKED_COLOR, label="masked"),
+        Line2D([], [], color=CUMULATIVE_COLOR, linestyle="--", label="cumulative mass"),
+        Line2D([], [], color=P_LINE_COLOR, linewidth=2.5, label="p (drag me)"),
+        Line2D(
+            [],
+            [],
+            color=RENORMALISED_COLOR,
+            linestyle="none",
+            marker="_",
+            markersize=12,
+            markeredgewidth=2.5,
+            label="renormalised",
+        ),
+    ]
+
+
 class NucleusExplorer:
     """Sorted bars of a distribution, its cumulative mass, and the nucleus a p line cuts off."""
 
@@ -60,8 +80,7 @@ class NucleusExplorer:
         source: str = "confident",
         p: float = DEFAULT_P,
     ) -> None:
-        if (model is None) != (tokenizer is None):
-            raise ValueError("model and tokenizer must be given together (or both left None)")
+        check_model_and_tokenizer(model, tokenizer)
         self.model = model
         self.tokenizer = tokenizer
         distributions = built_in_distributions()
@@ -74,14 +93,35 @@ class NucleusExplorer:
         self._dragging = False
 
         self.output = widgets.Output()
+        self._build_controls(list(distributions), prompt, has_model=model is not None)
+        self._build_figure()
+        self.canvas.mpl_connect("button_press_event", self._on_press)
+        self.canvas.mpl_connect("motion_notify_event", self._on_motion)
+        self.canvas.mpl_connect("button_release_event", self._on_release)
+        readouts = [self.p_label, self.size_label, self.kept_label, self.mass_label]
+        self.widget = widgets.VBox(
+            [
+                self.source,
+                self.prompt_box,
+                self.canvas,
+                widgets.HBox([self.p_slider, self.reset_button]),
+                widgets.HBox(readouts),
+                self.note_label,
+                self.output,
+            ]
+        )
+        self.render()
+
+    def _build_controls(self, names: list[str], prompt: str, *, has_model: bool) -> None:
+        """Create every control and readout, and connect each control to its one transition."""
         self.source = widgets.ToggleButtons(
-            options=list(distributions), value=source, description="distribution"
+            options=names, value=self.state.source, description="distribution"
         )
         self.prompt_box = widgets.Text(
             value=prompt,
             description="GPT prompt",
             continuous_update=False,  # recompute when the learner presses Enter or leaves the box
-            disabled=model is None,
+            disabled=not has_model,
             layout=widgets.Layout(width="34em"),
         )
         self.p_slider = widgets.FloatSlider(
@@ -104,29 +144,10 @@ class NucleusExplorer:
         self.note_label = widgets.Label()
         for label in (self.p_label, self.size_label, self.kept_label, self.mass_label):
             label.layout.margin = "0 2em 0 0"  # space between the readouts
-
-        self._build_figure()
         self.source.observe(self._on_source, names="value")
         self.prompt_box.observe(self._on_prompt, names="value")
         self.p_slider.observe(self._on_p, names="value")
         self.reset_button.on_click(self._on_reset)
-        self.canvas.mpl_connect("button_press_event", self._on_press)
-        self.canvas.mpl_connect("motion_notify_event", self._on_motion)
-        self.canvas.mpl_connect("button_release_event", self._on_release)
-
-        readouts = [self.p_label, self.size_label, self.kept_label, self.mass_label]
-        self.widget = widgets.VBox(
-            [
-                self.source,
-                self.prompt_box,
-                self.canvas,
-                widgets.HBox([self.p_slider, self.reset_button]),
-                widgets.HBox(readouts),
-                self.note_label,
-                self.output,
-            ]
-        )
-        self.render()
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """Display as the widget, so that `explorer` works as a cell's last expression."""
@@ -160,22 +181,7 @@ class NucleusExplorer:
         ax.set_ylabel("probability / mass")
         ax.set_xlabel("tokens, most likely first")
         ax.legend(
-            handles=[
-                Patch(color=KEPT_COLOR, label="kept"),
-                Patch(color=MASKED_COLOR, label="masked"),
-                Line2D([], [], color=CUMULATIVE_COLOR, linestyle="--", label="cumulative mass"),
-                Line2D([], [], color=P_LINE_COLOR, linewidth=2.5, label="p (drag me)"),
-                Line2D(
-                    [],
-                    [],
-                    color=RENORMALISED_COLOR,
-                    linestyle="none",
-                    marker="_",
-                    markersize=12,
-                    markeredgewidth=2.5,
-                    label="renormalised",
-                ),
-            ],
+            handles=_legend_handles(),
             loc="lower center",
             bbox_to_anchor=(0.5, 1.0),
             ncols=5,

@@ -1,16 +1,13 @@
 """State of the nucleus explorer: a distribution, a threshold p, and what top-p keeps of it.
 
-Pure: torch and lessonlib only. The view (`lessonlib.widgets.nucleus`) maps each control event
-to one transition here and redraws; nothing in this module draws or knows about widgets. The
-kept set comes from `lessonlib.analysis.distributions.nucleus_mask`, so it is exactly the rule of
-`lessonlib.sampling.filter_top_p`: token j in descending order is kept iff the mass of the
-tokens before it is < p (the token that crosses p is kept, the top token always is).
+The kept set is `lessonlib.analysis.distributions.nucleus_mask`, the rule of
+`lessonlib.sampling.filter_top_p`. Pure: no ipywidgets or matplotlib (the view is
+`lessonlib.widgets.nucleus`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -28,6 +25,8 @@ from lessonlib.analysis.distributions import (
 )
 from lessonlib.generation import LanguageModel, prompt_logits
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.validation import check_int, check_probability
+from lessonlib.widgets.state import check_one_of, letters, visible
 
 __all__ = [
     "DEFAULT_P",
@@ -43,9 +42,6 @@ __all__ = [
 
 DEFAULT_P = 0.9  # a common setting (0.9 to 0.95 in practice), and the p of the lesson's quiz
 GPT_SOURCE = "GPT"  # name of the distribution built by `from_model`
-
-# Characters that would be invisible or break a bar label, and what to show instead.
-_VISIBLE = {" ": "␣", "\n": "↵"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,11 +70,6 @@ def make_distribution(
     return Distribution(name=name, probs=probs, labels=labels, description=description)
 
 
-def _letters(n: int) -> tuple[str, ...]:
-    # The built-in examples are toy vocabularies: tokens a, b, c, ... in rank order.
-    return tuple(chr(ord("a") + i) for i in range(n))
-
-
 def built_in_distributions() -> dict[str, Distribution]:
     """The example distributions of lesson 04: confident, long-tailed, and the quiz's."""
     examples = [
@@ -86,8 +77,9 @@ def built_in_distributions() -> dict[str, Distribution]:
         ("long-tailed", LONG_TAILED, "Zipf-like: many small bars, no clear winner"),
         ("quiz", QUIZ_NUCLEUS, "the distribution of the lesson's quiz"),
     ]
+    # Toy vocabularies: tokens a, b, c, ... in rank order.
     return {
-        name: make_distribution(name, values, _letters(len(values)), description)
+        name: make_distribution(name, values, letters(len(values)), description)
         for name, values, description in examples
     }
 
@@ -99,19 +91,9 @@ def from_model(
     logits = prompt_logits(model, prompt, tokenizer=tokenizer)
     # float64 so that the cumulative mass of 50 small probabilities is not blurred.
     probs = torch.softmax(logits.double(), dim=-1)
-    labels = tuple(_VISIBLE.get(char, char) for char in tokenizer.chars)
+    labels = tuple(visible(char) for char in tokenizer.chars)
     description = f"GPT's next character after {prompt!r}"
     return make_distribution(name, probs, labels, description)
-
-
-def _check_p(p: object) -> float:
-    """`p` as a float if it is a real number in (0, 1]; else TypeError/ValueError."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError(f"p must be a number in (0, 1], got {p!r} of type {type(p).__name__}")
-    # Written as "not (...)" so that NaN fails the check too.
-    if not (0 < p <= 1):
-        raise ValueError(f"p must be in (0, 1], got {p!r}")
-    return float(p)
 
 
 @dataclass(frozen=True)
@@ -137,32 +119,26 @@ class NucleusExplorerState:
     start_p: float = DEFAULT_P
 
     def __post_init__(self) -> None:
-        _check_p(self.p)
-        _check_p(self.start_p)
+        check_probability("p", self.p)
+        check_probability("start_p", self.start_p)
         if not self.distributions:
             raise ValueError("distributions must name at least one distribution, got none")
         # A read-only copy: a state must not change when the caller's dict does.
         object.__setattr__(self, "distributions", MappingProxyType(dict(self.distributions)))
-        self._check_source(self.source, "source")
+        check_one_of("source", self.source, self.distributions)
         if self.start_source is None:
             object.__setattr__(self, "start_source", self.source)
-        self._check_source(self.start_source, "start_source")
-
-    def _check_source(self, name: object, parameter: str) -> None:
-        if name not in self.distributions:
-            raise ValueError(
-                f"{parameter} must be one of {sorted(self.distributions)}, got {name!r}"
-            )
+        check_one_of("start_source", self.start_source, self.distributions)
 
     # Transitions.
 
     def set_p(self, p: float) -> NucleusExplorerState:
         """The same state with threshold `p` in (0, 1]."""
-        return dataclasses.replace(self, p=_check_p(p))
+        return dataclasses.replace(self, p=check_probability("p", p))
 
     def set_distribution(self, name: str) -> NucleusExplorerState:
         """The same state showing the distribution called `name`."""
-        self._check_source(name, "name")
+        check_one_of("name", name, self.distributions)
         return dataclasses.replace(self, source=name)
 
     def with_distribution(self, distribution: Distribution) -> NucleusExplorerState:
@@ -239,8 +215,7 @@ class NucleusExplorerState:
 
     def fold(self, shown: int) -> Fold:
         """Summary of the sorted tokens after the first `shown` (for a view that draws `shown`)."""
-        if isinstance(shown, bool) or not isinstance(shown, int) or shown < 1:
-            raise ValueError(f"shown must be an int >= 1, got {shown!r}")
+        shown = check_int("shown", shown, low=1)
         return Fold(
             count=max(self.total - shown, 0),
             mass=float(self.sorted_probs[shown:].sum()),
@@ -266,7 +241,7 @@ def initial_state(
     """A starting state; `distributions=None` means the built-in examples."""
     if distributions is None:
         distributions = built_in_distributions()
-    p = _check_p(p)
+    p = check_probability("p", p)
     return NucleusExplorerState(
         distributions=distributions, source=source, p=p, start_source=source, start_p=p
     )

@@ -1,15 +1,9 @@
 """The pipeline viewer: the same bars four times, after temperature, top-k, top-p and the draw.
 
-A thin view over `lessonlib.widgets.pipeline_state`: each control event becomes one state
-transition followed by one redraw that updates the existing artists (they are rebuilt only when
-the number of bars changes, i.e. when the source changes size). Bars are sorted by logit, most
-likely first; temperature keeps that ranking, so a token stays in the same place in all four
-panels. Panels 2 and 3 outline the stage before them, so what a filter removed is visible;
-panel 4 shows the share of each token among the draws, with the final distribution outlined.
-
-The figure is an ipympl canvas built directly (not through pyplot), so constructing the view
-displays nothing; show it as a cell's last expression (`viewer` or `viewer.widget`). Tests drive
-it headless by setting control values and calling `.click()` on the buttons.
+A thin view over `lessonlib.widgets.pipeline_state`: each control event is one transition and one
+redraw of the existing artists. Bars are sorted by logit, so a token keeps its place in all four
+panels; panels 2-4 outline the stage before them. Show it as a cell's last expression; the
+constructor displays nothing.
 """
 
 from __future__ import annotations
@@ -24,13 +18,18 @@ from lessonlib.generation import LanguageModel
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.widgets.pipeline_state import (
     GPT_SOURCE,
-    MAX_DRAWS,
     PipelineViewerState,
     built_in_sources,
     initial_state,
     source_from_model,
 )
-from lessonlib.widgets.view import check_on_slider, reported, widget_canvas
+from lessonlib.widgets.state import MAX_DRAWS
+from lessonlib.widgets.view import (
+    check_model_and_tokenizer,
+    check_on_slider,
+    reported,
+    widget_canvas,
+)
 
 __all__ = ["DEFAULT_DRAWS", "DEFAULT_PROMPT", "MAX_BARS", "PipelineViewer"]
 
@@ -45,6 +44,15 @@ BAR_COLOR = "#2a7ab0"
 OUTLINE_COLOR = "#555555"
 DRAW_COLOR = "#e6553a"
 LAST_DRAW_COLOR = "#8c1c0b"
+
+
+def _check_on_sliders(state: PipelineViewerState) -> None:
+    """Raise ValueError for a setting the sliders cannot show: a browser would snap (change) it."""
+    check_on_slider(
+        "temperature", state.temperature, TEMPERATURE_MIN, TEMPERATURE_MAX, TEMPERATURE_STEP
+    )
+    if state.top_p is not None:
+        check_on_slider("top_p", state.top_p, P_MIN, 1.0, P_STEP)
 
 
 class PipelineViewer:
@@ -62,8 +70,7 @@ class PipelineViewer:
         top_p: float | None = None,
         seed: int = 0,
     ) -> None:
-        if (model is None) != (tokenizer is None):
-            raise ValueError("model and tokenizer must be given together (or both left None)")
+        check_model_and_tokenizer(model, tokenizer)
         self.model = model
         self.tokenizer = tokenizer
         sources = built_in_sources()
@@ -72,16 +79,7 @@ class PipelineViewer:
         self.state: PipelineViewerState = initial_state(
             sources, source=source, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed
         )
-        # A value the slider cannot show would be snapped (changed) by the browser on display.
-        check_on_slider(
-            "temperature",
-            self.state.temperature,
-            TEMPERATURE_MIN,
-            TEMPERATURE_MAX,
-            TEMPERATURE_STEP,
-        )
-        if self.state.top_p is not None:
-            check_on_slider("top_p", self.state.top_p, P_MIN, 1.0, P_STEP)
+        _check_on_sliders(self.state)
         self._syncing = False  # True while the view itself sets control values
         self._bars_for = -1  # number of bars the current artists were built for
 
@@ -108,7 +106,7 @@ class PipelineViewer:
     # ----- building ------------------------------------------------------------------------------
 
     def _build_controls(self, names: list[str], prompt: str, has_model: bool) -> None:
-        """Create every control and connect each to its one transition."""
+        """Create every control, set to the state."""
         state = self.state
         self.source = widgets.ToggleButtons(options=names, value=state.source, description="logits")
         self.prompt_box = widgets.Text(
@@ -118,6 +116,23 @@ class PipelineViewer:
             disabled=not has_model,
             layout=widgets.Layout(width="34em"),
         )
+        self._build_sliders()
+        self.draws_box = widgets.BoundedIntText(
+            value=DEFAULT_DRAWS,
+            min=1,
+            max=MAX_DRAWS,
+            description="draws",
+            layout=widgets.Layout(width="14em"),
+        )
+        self.draw_button = widgets.Button(description="draw", icon="random")
+        self.reset_button = widgets.Button(description="reset", icon="undo")
+        self.settings_label = widgets.Label()
+        self.note_label = widgets.Label()
+        self._connect_controls()
+
+    def _build_sliders(self) -> None:
+        """The temperature, top-k and top-p sliders, set to the state."""
+        state = self.state
         # Linear, on a grid of 0.05 that holds the usual settings (0.7, 1.0): a browser slider
         # snaps its value to the grid when shown, which would otherwise change tau by itself.
         self.temperature_slider = widgets.FloatSlider(
@@ -142,18 +157,9 @@ class PipelineViewer:
             description="top-p",
             readout_format=".2f",
         )
-        self.draws_box = widgets.BoundedIntText(
-            value=DEFAULT_DRAWS,
-            min=1,
-            max=MAX_DRAWS,
-            description="draws",
-            layout=widgets.Layout(width="14em"),
-        )
-        self.draw_button = widgets.Button(description="draw", icon="random")
-        self.reset_button = widgets.Button(description="reset", icon="undo")
-        self.settings_label = widgets.Label()
-        self.note_label = widgets.Label()
 
+    def _connect_controls(self) -> None:
+        """Connect each control to its one transition."""
         self.source.observe(self._on_source, names="value")
         self.prompt_box.observe(self._on_prompt, names="value")
         self.temperature_slider.observe(self._on_temperature, names="value")

@@ -1,21 +1,13 @@
 """State of the pipeline viewer: one set of logits, the sampler settings, and draws from the result.
 
-`PipelineViewerState` is an immutable value; every transition (`set_temperature`, `set_top_k`,
-`set_top_p`, `set_source`, `with_source`, `draw`, `reset`) returns a new state. The four panels
-of the view are derived here: the probabilities after temperature, after top-k, after top-p
-(`lessonlib.analysis.stage_order.stage_probs`, so the last one is exactly `sampling_probs`), and the
-empirical frequencies of the draws, which come from `sample_next` through the state's own seeded
-generator. A change of the distribution shown (a setting or the source) clears the draws, since
-draws from another distribution say nothing about the new bars; only `reset` re-seeds.
-
-Pure: torch and lessonlib only, no ipywidgets or matplotlib (the view is
+An immutable value: each transition returns a new state, and any change of the distribution
+shown clears the draws (only `reset` re-seeds). Pure: no ipywidgets or matplotlib (the view is
 `lessonlib.widgets.pipeline`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,9 +18,22 @@ from torch import Tensor
 
 from lessonlib.analysis.stage_order import StageProbs, draw_tokens, kept_mask, stage_probs
 from lessonlib.generation import LanguageModel, prompt_logits
-from lessonlib.sampling import check_temperature
 from lessonlib.tokenizer import CharTokenizer
-from lessonlib.widgets.state import same_state
+from lessonlib.validation import check_temperature
+from lessonlib.widgets.state import (
+    MAX_DRAWS,
+    check_draws,
+    check_one_of,
+    check_seed,
+    labelled_logits,
+    letters,
+    same_state,
+    seeded_rng_state,
+    shortened,
+    top_k_setting,
+    top_p_setting,
+    visible,
+)
 
 __all__ = [
     "COUNTEREXAMPLE_LOGITS",
@@ -47,10 +52,6 @@ __all__ = [
 HAND_MADE_LOGITS = (2.0, 1.6, 1.2, 0.9, 0.5, 0.0, -0.6, -1.5)  # eight tokens a..h, a small tail
 COUNTEREXAMPLE_LOGITS = (3.0, 2.0, 1.0)  # p = 0.8 keeps two tokens at tau = 1, one at tau = 0.5
 GPT_SOURCE = "GPT"  # name of the source built by `source_from_model`
-MAX_DRAWS = 1_000_000  # most draws one `draw` call accepts (memory stays a few MB)
-
-# Characters that would be invisible as a bar label, and what to show instead.
-_VISIBLE = {" ": "\u2423", "\n": "\u21b5"}
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,35 +68,20 @@ def make_source(
     name: str, logits: Sequence[float] | Tensor, labels: Sequence[str], description: str = ""
 ) -> PipelineSource:
     """A validated `PipelineSource` (float64 logits, one label per token)."""
-    values = torch.as_tensor(logits, dtype=torch.float64).detach().clone()
-    if values.dim() != 1 or values.numel() == 0:
-        raise ValueError(f"logits must have shape (V,) with V >= 1, got {tuple(values.shape)}")
-    if bool(torch.isnan(values).any() or torch.isposinf(values).any()):
-        raise ValueError("logits must be finite or -inf (no NaN, no +inf)")
-    if not bool(torch.isfinite(values).any()):
-        raise ValueError("logits must have at least one finite value, got all -inf")
-    labels = tuple(str(label) for label in labels)
-    if len(labels) != values.numel():
-        raise ValueError(
-            f"labels must have one entry per logit ({values.numel()}), got {len(labels)}"
-        )
+    values, labels = labelled_logits(logits, labels)
     return PipelineSource(name=name, logits=values, labels=labels, description=description)
-
-
-def _letters(n: int) -> tuple[str, ...]:
-    return tuple(chr(ord("a") + i) for i in range(n))
 
 
 def built_in_sources() -> dict[str, PipelineSource]:
     """The hand-made examples: eight tokens with a small tail, and the counterexample (3, 2, 1)."""
     return {
         "hand-made": make_source(
-            "hand-made", HAND_MADE_LOGITS, _letters(len(HAND_MADE_LOGITS)), "hand-made logits"
+            "hand-made", HAND_MADE_LOGITS, letters(len(HAND_MADE_LOGITS)), "hand-made logits"
         ),
         "(3, 2, 1)": make_source(
             "(3, 2, 1)",
             COUNTEREXAMPLE_LOGITS,
-            _letters(len(COUNTEREXAMPLE_LOGITS)),
+            letters(len(COUNTEREXAMPLE_LOGITS)),
             "logits (3, 2, 1): try p = 0.8 at tau = 1 and at tau = 0.5",
         ),
     }
@@ -108,36 +94,9 @@ def source_from_model(
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
     logits = prompt_logits(model, prompt, tokenizer=tokenizer).double()
-    labels = [_VISIBLE.get(char, char) for char in tokenizer.chars]
-    shown = prompt if len(prompt) <= 30 else "..." + prompt[-27:]
-    return make_source(name, logits, labels, f"GPT's next character after {shown!r}")
-
-
-def _check_top_k(top_k: object) -> int | None:
-    if top_k is None:
-        return None
-    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
-        raise ValueError(f"top_k must be an int >= 1 or None (off), got {top_k!r}")
-    return int(top_k)
-
-
-def _check_top_p(top_p: object) -> float | None:
-    if top_p is None:
-        return None
-    if isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not (0 < top_p <= 1):
-        raise ValueError(f"top_p must be a number in (0, 1] or None (off), got {top_p!r}")
-    # p = 1 keeps every token: the same as off, stored once.
-    return None if top_p == 1 else float(top_p)
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    return int(seed)
-
-
-def _seeded_state(seed: int) -> Tensor:
-    return torch.Generator().manual_seed(seed).get_state()
+    labels = [visible(char) for char in tokenizer.chars]
+    description = f"GPT's next character after {shortened(prompt, 30)!r}"
+    return make_source(name, logits, labels, description)
 
 
 @dataclass(frozen=True)
@@ -170,14 +129,11 @@ class PipelineViewerState:
             raise ValueError("sources must name at least one source, got none")
         # A read-only copy: a state must not change when the caller's dict does.
         object.__setattr__(self, "sources", MappingProxyType(dict(self.sources)))
-        self._check_source(self.source, "source")
+        check_one_of("source", self.source, self.sources)
         object.__setattr__(self, "temperature", check_temperature(self.temperature, greedy=False))
-        top_k = _check_top_k(self.top_k)
-        if top_k is not None and top_k >= self.vocab_size:
-            top_k = None
-        object.__setattr__(self, "top_k", top_k)
-        object.__setattr__(self, "top_p", _check_top_p(self.top_p))
-        object.__setattr__(self, "seed", _check_seed(self.seed))
+        object.__setattr__(self, "top_k", top_k_setting(self.top_k, self.vocab_size))
+        object.__setattr__(self, "top_p", top_p_setting(self.top_p))
+        object.__setattr__(self, "seed", check_seed(self.seed))
         if self.counts is None:
             object.__setattr__(self, "counts", torch.zeros(self.vocab_size, dtype=torch.int64))
         elif tuple(self.counts.shape) != (self.vocab_size,):
@@ -185,14 +141,10 @@ class PipelineViewerState:
                 f"counts must have shape ({self.vocab_size},), got {tuple(self.counts.shape)}"
             )
         if self.rng_state is None:
-            object.__setattr__(self, "rng_state", _seeded_state(self.seed))
+            object.__setattr__(self, "rng_state", seeded_rng_state(self.seed))
         if self.start is None:
             start = StartSettings(self.source, self.temperature, self.top_k, self.top_p)
             object.__setattr__(self, "start", start)
-
-    def _check_source(self, name: object, parameter: str) -> None:
-        if name not in self.sources:
-            raise ValueError(f"{parameter} must be one of {sorted(self.sources)}, got {name!r}")
 
     # ----- transitions -------------------------------------------------------------------------
 
@@ -207,19 +159,17 @@ class PipelineViewerState:
 
     def set_top_k(self, top_k: int | None) -> PipelineViewerState:
         """The same state with top-k `top_k` (None, or any k >= V, is off)."""
-        top_k = _check_top_k(top_k)
-        if top_k is not None and top_k >= self.vocab_size:
-            top_k = None
+        top_k = top_k_setting(top_k, self.vocab_size)
         return self if top_k == self.top_k else self._changed(top_k=top_k)
 
     def set_top_p(self, top_p: float | None) -> PipelineViewerState:
         """The same state with top-p `top_p` (None, or 1, is off)."""
-        top_p = _check_top_p(top_p)
+        top_p = top_p_setting(top_p)
         return self if top_p == self.top_p else self._changed(top_p=top_p)
 
     def set_source(self, name: str) -> PipelineViewerState:
         """The same settings on the source called `name` (a top-k >= its V turns off)."""
-        self._check_source(name, "name")
+        check_one_of("name", name, self.sources)
         if name == self.source:
             return self
         # __post_init__ turns a top-k that the new source's V cannot exceed off.
@@ -234,15 +184,14 @@ class PipelineViewerState:
 
     def draw(self, n: int = 1) -> PipelineViewerState:
         """The state with `n` more draws from the final distribution; the last one is remembered."""
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 0 <= n <= MAX_DRAWS:
-            raise ValueError(f"n must be an int in 0..{MAX_DRAWS}, got {n!r}")
+        n = check_draws(n)
         if n == 0:
             return self
         generator = torch.Generator()
         generator.set_state(self.rng_state)
         tokens = draw_tokens(
             self.logits,
-            n=int(n),
+            n=n,
             temperature=self.temperature,
             top_k=self.top_k,
             top_p=self.top_p,
@@ -300,7 +249,7 @@ class PipelineViewerState:
 
     @cached_property
     def order(self) -> Tensor:
-        """Token ids by descending logit (ties in vocabulary order): the same rank at every stage."""
+        """Token ids by descending logit (ties in vocabulary order): one rank for every stage."""
         return torch.sort(self.logits, descending=True, stable=True).indices
 
     def kept_counts(self) -> tuple[int, int, int]:

@@ -1,12 +1,103 @@
-"""What every widget state shares: comparing two frozen states that hold tensors."""
+"""What every widget state shares: sampler settings as states store them, seeds, labelled
+logits, and comparing two frozen states that hold tensors."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
+
+from lessonlib.validation import check_int, check_optional_int, check_probability
+
+__all__ = [
+    "MAX_DRAWS",
+    "check_draws",
+    "check_one_of",
+    "check_seed",
+    "labelled_logits",
+    "letters",
+    "same_state",
+    "seeded_rng_state",
+    "shortened",
+    "top_k_setting",
+    "top_p_setting",
+    "visible",
+]
+
+MAX_DRAWS = 1_000_000  # most draws one call accepts (memory stays a few MB)
+
+# Characters that would be invisible in a bar or row label, and what to show instead.
+_VISIBLE = {" ": "\u2423", "\n": "\u21b5"}
+
+
+def visible(char: str) -> str:
+    """`char` as a label: the space and the newline drawn as visible symbols."""
+    return _VISIBLE.get(char, char)
+
+
+def letters(n: int) -> tuple[str, ...]:
+    """Labels a, b, c, ... of a toy vocabulary of `n` tokens."""
+    return tuple(chr(ord("a") + i) for i in range(n))
+
+
+def shortened(text: str, width: int) -> str:
+    """`text`, or '...' and its last characters when it is longer than `width`."""
+    return text if len(text) <= width else "..." + text[-(width - 3) :]
+
+
+def check_one_of(name: str, value: object, options: Iterable[str]) -> None:
+    """Raise ValueError unless `value` is one of `options`."""
+    if value not in options:
+        raise ValueError(f"{name} must be one of {sorted(options)}, got {value!r}")
+
+
+def check_seed(seed: object) -> int:
+    """`seed` as an int >= 0 (it seeds the state's torch.Generator)."""
+    return check_int("seed", seed, low=0)
+
+
+def check_draws(n: object) -> int:
+    """`n`, the number of draws asked for at once, as an int in 0..MAX_DRAWS."""
+    return check_int("n", n, low=0, high=MAX_DRAWS)
+
+
+def seeded_rng_state(seed: int) -> Tensor:
+    """The state tensor of a torch.Generator seeded with `seed`."""
+    return torch.Generator().manual_seed(seed).get_state()
+
+
+def top_k_setting(top_k: object, vocab_size: int) -> int | None:
+    """`top_k` as a state stores it: None when off, and any k >= vocab_size is off."""
+    top_k = check_optional_int("top_k", top_k, low=1)
+    return None if top_k is None or top_k >= vocab_size else top_k
+
+
+def top_p_setting(top_p: object) -> float | None:
+    """`top_p` as a state stores it: None when off, and p = 1 (every token kept) is off."""
+    top_p = check_probability("top_p", top_p, allow_none=True)
+    return None if top_p == 1 else top_p
+
+
+def labelled_logits(
+    logits: Sequence[float] | Tensor, labels: Sequence[str]
+) -> tuple[Tensor, tuple[str, ...]]:
+    """A float64 (V,) copy of `logits` (finite or -inf, not all -inf) and one label per token."""
+    values = torch.as_tensor(logits, dtype=torch.float64).detach().clone()
+    if values.dim() != 1 or values.numel() == 0:
+        raise ValueError(f"logits must have shape (V,) with V >= 1, got {tuple(values.shape)}")
+    if bool(torch.isnan(values).any() or torch.isposinf(values).any()):
+        raise ValueError("logits must be finite or -inf (no NaN, no +inf)")
+    if not bool(torch.isfinite(values).any()):
+        raise ValueError("logits must have at least one finite value, got all -inf")
+    labels = tuple(str(label) for label in labels)
+    if len(labels) != values.numel():
+        raise ValueError(
+            f"labels must have one entry per logit ({values.numel()}), got {len(labels)}"
+        )
+    return values, labels
 
 
 def same_state(first: Any, second: Any, *, by_identity: tuple[str, ...] = ()) -> bool:

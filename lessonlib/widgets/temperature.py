@@ -1,16 +1,8 @@
 """The temperature explorer: bars of P(next char) under temperature and top-k (ipywidgets + ipympl).
 
-A thin view over `lessonlib.widgets.temperature_state`: each control event becomes one state
-transition, then one redraw that updates the existing artists (bars are rebuilt only when the
-number of tokens changes, i.e. when the source switches between the bigram and the GPT).
-
-Show it as the last expression of a cell (`explorer`; the view implements `_repr_mimebundle_`)
-or embed `explorer.widget`, a VBox; the constructor never displays anything. The figure sits on
-an ipympl canvas built directly, not through pyplot, so it is interactive whatever backend the
-notebook chose, as long as the ipympl front end is installed (it is, with `make setup`).
-Every control is reachable without a mouse: dragging a bar top has a keyboard twin (the token
-dropdown and the probability slider). Tests drive the view headless by setting control values,
-calling `.click()` on buttons, calling `drag_bar(index, q)`, or feeding the canvas mouse events.
+A thin view over `lessonlib.widgets.temperature_state`: each control event is one transition and
+one redraw of the existing artists. Show it as a cell's last expression; the constructor displays
+nothing. Dragging a bar top has a keyboard twin (the token dropdown and the probability slider).
 """
 
 from __future__ import annotations
@@ -27,8 +19,9 @@ from matplotlib.patches import Patch
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY
 from lessonlib.generation import LanguageModel
 from lessonlib.tokenizer import CharTokenizer
-from lessonlib.widgets.temperature_state import MAX_SAMPLES, TemperatureExplorerState
-from lessonlib.widgets.view import reported, widget_canvas
+from lessonlib.widgets.state import MAX_DRAWS, check_one_of
+from lessonlib.widgets.temperature_state import TemperatureExplorerState
+from lessonlib.widgets.view import check_model_and_tokenizer, reported, widget_canvas
 
 __all__ = ["DEFAULT_PROMPT", "SOURCES", "TemperatureExplorer"]
 
@@ -43,12 +36,29 @@ DEFAULT_DRAWS = 100  # draws per press of the sample button
 BAR_COLOR = "#7aa6c2"  # light blue
 ARGMAX_COLOR = "#1f4e79"  # dark blue
 TRUTH_COLOR = "#333333"  # dark grey, dashed
-SAMPLE_COLOR = "#e6553a"  # coral
+DRAW_COLOR = "#e6553a"  # coral
+_TICK_STYLE = {"linestyle": "none", "marker": "_", "markeredgewidth": 2.5}  # the draws' ticks
 
 
 def _tick_label(label: str) -> str:
     """A visible x tick label: the space character drawn as an open box."""
     return "\u2423" if label == " " else label
+
+
+def _legend_handles() -> list[Any]:
+    return [
+        Patch(color=BAR_COLOR, label="P(next char)"),
+        Patch(color=ARGMAX_COLOR, label="argmax"),
+        Patch(fill=False, edgecolor=TRUTH_COLOR, linestyle="--", label="TinyTales truth"),
+        Line2D(
+            [],
+            [],
+            **_TICK_STYLE,
+            markersize=12,
+            color=DRAW_COLOR,
+            label="empirical frequency",
+        ),
+    ]
 
 
 class TemperatureExplorer:
@@ -64,10 +74,8 @@ class TemperatureExplorer:
         prompt: str = DEFAULT_PROMPT,
         seed: int = 0,
     ) -> None:
-        if (model is None) != (tokenizer is None):
-            raise ValueError("model and tokenizer must be given together (or both left None)")
-        if source not in SOURCES.values():
-            raise ValueError(f"source must be one of {sorted(SOURCES.values())}, got {source!r}")
+        check_model_and_tokenizer(model, tokenizer)
+        check_one_of("source", source, SOURCES.values())
         # The GPT is loaded on the first switch to it when not given, so that the bigram view
         # works without the shipped checkpoint.
         self.model = model
@@ -79,35 +87,18 @@ class TemperatureExplorer:
         self.output = widgets.Output()
         self.status = widgets.HTML()
         self._build_controls(source, context_char, prompt)
+        self._build_readouts()
         self.state = self._load_state()
-
-        self.figure = Figure(figsize=(9, 3.6), layout="constrained")
-        self.canvas = widget_canvas(self.figure)
-        self.axes = self.figure.add_subplot()
-        self._bars_for = -1  # vocabulary size the current artists were built for
-        self.canvas.mpl_connect("button_press_event", self._on_press)
-        self.canvas.mpl_connect("motion_notify_event", self._on_motion)
-        self.canvas.mpl_connect("button_release_event", self._on_release)
-
+        self._build_figure()
         self.widget = widgets.VBox(
             [
                 widgets.HBox([self.source, self.context_dropdown, self.prompt_box]),
                 self.canvas,
-                widgets.HBox(
-                    [
-                        self.argmax_label,
-                        self.p_argmax_label,
-                        self.temperature_label,
-                        self.top_k_label,
-                        self.samples_label,
-                        self.entropy_label,
-                    ],
-                    layout=widgets.Layout(justify_content="space-between"),
-                ),
+                self.readouts,
                 widgets.HBox([self.temperature_slider, self.greedy_toggle]),
                 self.top_k_slider,
                 widgets.HBox([self.bar_dropdown, self.probability_slider]),
-                widgets.HBox([self.draws_box, self.sample_button, self.reset_button]),
+                widgets.HBox([self.draws_box, self.draw_button, self.reset_button]),
                 self.status,
                 self.output,
             ]
@@ -133,6 +124,20 @@ class TemperatureExplorer:
             continuous_update=False,  # rebuild after Enter or leaving the box, not per keystroke
             layout={"width": "520px"},
         )
+        self._build_sampler_controls()
+        self.source.observe(self._on_source, names="value")
+        self.context_dropdown.observe(self._on_context, names="value")
+        self.prompt_box.observe(self._on_context, names="value")
+        self.temperature_slider.observe(self._on_temperature, names="value")
+        self.greedy_toggle.observe(self._on_greedy, names="value")
+        self.top_k_slider.observe(self._on_top_k, names="value")
+        self.bar_dropdown.observe(self._on_bar_choice, names="value")
+        self.probability_slider.observe(self._on_probability, names="value")
+        self.draw_button.on_click(self._on_draw)
+        self.reset_button.on_click(self._on_reset)
+
+    def _build_sampler_controls(self) -> None:
+        """The temperature, top-k, set-a-probability and draw controls."""
         self.temperature_slider = widgets.FloatLogSlider(
             value=1.0,
             base=10,
@@ -165,29 +170,32 @@ class TemperatureExplorer:
         self.draws_box = widgets.BoundedIntText(
             value=DEFAULT_DRAWS,
             min=1,
-            max=MAX_SAMPLES,
+            max=MAX_DRAWS,
             description="draws",
             layout={"width": "180px"},
         )
-        self.sample_button = widgets.Button(description="sample", icon="random")
+        # Labelled with the verb the lessons' prose uses; each press adds `draws` draws.
+        self.draw_button = widgets.Button(description="sample", icon="random")
         self.reset_button = widgets.Button(description="reset", icon="undo")
+
+    def _build_readouts(self) -> None:
         self.argmax_label = widgets.Label()
         self.p_argmax_label = widgets.Label()
         self.temperature_label = widgets.Label()
         self.top_k_label = widgets.Label()
-        self.samples_label = widgets.Label()
+        self.draws_label = widgets.Label()
         self.entropy_label = widgets.Label()
-
-        self.source.observe(self._on_source, names="value")
-        self.context_dropdown.observe(self._on_context, names="value")
-        self.prompt_box.observe(self._on_context, names="value")
-        self.temperature_slider.observe(self._on_temperature, names="value")
-        self.greedy_toggle.observe(self._on_greedy, names="value")
-        self.top_k_slider.observe(self._on_top_k, names="value")
-        self.bar_dropdown.observe(self._on_bar_choice, names="value")
-        self.probability_slider.observe(self._on_probability, names="value")
-        self.sample_button.on_click(self._on_sample)
-        self.reset_button.on_click(self._on_reset)
+        self.readouts = widgets.HBox(
+            [
+                self.argmax_label,
+                self.p_argmax_label,
+                self.temperature_label,
+                self.top_k_label,
+                self.draws_label,
+                self.entropy_label,
+            ],
+            layout=widgets.Layout(justify_content="space-between"),
+        )
 
     def _load_state(self) -> TemperatureExplorerState:
         """A fresh state for the chosen source and context, at the current temperature."""
@@ -208,8 +216,17 @@ class TemperatureExplorer:
     def _temperature(self) -> float:
         return 0.0 if self.greedy_toggle.value else float(self.temperature_slider.value)
 
+    def _build_figure(self) -> None:
+        self.figure = Figure(figsize=(9, 3.6), layout="constrained")
+        self.canvas = widget_canvas(self.figure)
+        self.axes = self.figure.add_subplot()
+        self._bars_for = -1  # vocabulary size the current artists were built for
+        self.canvas.mpl_connect("button_press_event", self._on_press)
+        self.canvas.mpl_connect("motion_notify_event", self._on_motion)
+        self.canvas.mpl_connect("button_release_event", self._on_release)
+
     def _build_artists(self) -> None:
-        """Draw the bars, truth outlines and sample ticks for the current vocabulary."""
+        """Draw the bars, truth outlines and draw ticks for the current vocabulary."""
         ax = self.axes
         ax.clear()
         size = self.state.vocab_size
@@ -226,34 +243,14 @@ class TemperatureExplorer:
         )
         # A tick about as wide as a bar: 9 inches of figure spread over `size` bars, in points.
         tick_width = max(4.0, min(16.0, 0.6 * 9 * 72 / size))
-        (self.sample_ticks,) = ax.plot(
-            x,
-            [0.0] * size,
-            linestyle="none",
-            marker="_",
-            markersize=tick_width,
-            markeredgewidth=2.5,
-            color=SAMPLE_COLOR,
+        (self.draw_ticks,) = ax.plot(
+            x, [0.0] * size, **_TICK_STYLE, markersize=tick_width, color=DRAW_COLOR
         )
         ax.set_xticks(x, [_tick_label(label) for label in self.state.labels])
         ax.set_xlim(-0.6, size - 0.4)
         ax.set_ylabel("P(next char)  (drag bar tops)")
         ax.legend(
-            handles=[
-                Patch(color=BAR_COLOR, label="P(next char)"),
-                Patch(color=ARGMAX_COLOR, label="argmax"),
-                Patch(fill=False, edgecolor=TRUTH_COLOR, linestyle="--", label="TinyTales truth"),
-                Line2D(
-                    [],
-                    [],
-                    color=SAMPLE_COLOR,
-                    marker="_",
-                    linestyle="none",
-                    markersize=12,
-                    markeredgewidth=2.5,
-                    label="empirical frequency",
-                ),
-            ],
+            handles=_legend_handles(),
             loc="upper left",
             bbox_to_anchor=(1.0, 1.0),  # outside the axes, so it never hides a bar
             fontsize="small",
@@ -276,8 +273,8 @@ class TemperatureExplorer:
         for bar, t in zip(self.truth_bars, truth, strict=True):
             bar.set_height(t)
             bar.set_visible(state.truth is not None)
-        self.sample_ticks.set_ydata(frequencies)
-        self.sample_ticks.set_visible(state.num_samples > 0)
+        self.draw_ticks.set_ydata(frequencies)
+        self.draw_ticks.set_visible(state.num_draws > 0)
         if self._dragging is None:
             # Rescaling mid-drag would move the bar away from the pointer.
             tallest = max(probs + truth + frequencies)
@@ -291,7 +288,7 @@ class TemperatureExplorer:
             "\u03c4 = 0 (greedy)" if state.temperature == 0 else f"\u03c4 = {state.temperature:.2f}"
         )
         self.top_k_label.value = "top-k: off" if state.top_k is None else f"top-k: {state.top_k}"
-        self.samples_label.value = f"samples: {state.num_samples}"
+        self.draws_label.value = f"draws: {state.num_draws}"
         self.entropy_label.value = f"entropy: {state.entropy:.2f} nats"
         self._sync_controls()
         self.canvas.draw_idle()
@@ -391,8 +388,8 @@ class TemperatureExplorer:
         self.drag_bar(self.bar_dropdown.value, float(change["new"]))
 
     @reported
-    def _on_sample(self, button: widgets.Button) -> None:
-        self._update(self.state.sample(int(self.draws_box.value)))
+    def _on_draw(self, button: widgets.Button) -> None:
+        self._update(self.state.draw(int(self.draws_box.value)))
 
     @reported
     def _on_reset(self, button: widgets.Button) -> None:

@@ -84,8 +84,14 @@ def set_quietly(control: Any, value: Any, handler: Callable[..., Any]) -> None:
         control.observe(handler, names="value")
 
 
+def check_model_and_tokenizer(model: object, tokenizer: object) -> None:
+    """Raise ValueError unless `model` and `tokenizer` are both given or both None."""
+    if (model is None) != (tokenizer is None):
+        raise ValueError("model and tokenizer must be given together (or both left None)")
+
+
 def check_on_slider(name: str, value: float, low: float, high: float, step: float) -> None:
-    """Raise ValueError unless `value` is a point of the slider's grid low, low + step, ..., high."""
+    """Raise ValueError unless `value` is on the slider's grid low, low + step, ..., high."""
     steps = (value - low) / step
     if not (low <= value <= high and abs(steps - round(steps)) < 1e-6):
         raise ValueError(
