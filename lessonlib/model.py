@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lessonlib.validation import check_int
+
 
 @dataclass(frozen=True)
 class GPTConfig:
@@ -62,8 +64,7 @@ class KVCache:
     INITIAL_CAPACITY = 128  # positions allocated at first; doubled when a longer context arrives
 
     def __init__(self, config: GPTConfig, batch_size: int, *, dtype: torch.dtype, device) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_int("batch_size", batch_size, low=1)
         self.max_length = config.block_size  # the cache never holds more positions than this
         capacity = min(self.INITIAL_CAPACITY, config.block_size)
         # (layer, key or value, batch, head, position, head_dim): a layer's keys and values sit

@@ -175,7 +175,7 @@ class TemperatureExplorer:
             layout={"width": "180px"},
         )
         # Labelled with the verb the lessons' prose uses; each press adds `draws` draws.
-        self.draw_button = widgets.Button(description="sample", icon="random")
+        self.draw_button = widgets.Button(description="draw", icon="random")
         self.reset_button = widgets.Button(description="reset", icon="undo")
 
     def _build_readouts(self) -> None:
