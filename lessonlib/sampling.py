@@ -7,12 +7,11 @@ temperature -> top-k -> top-p -> softmax (`sampling_probs`), then one draw per r
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
 from lessonlib.validation import (
+    check_finite_logits,
     check_generator,
     check_logits,
     check_optional_int,
@@ -132,10 +131,10 @@ def sample_next(
         # One reduction gives both the pick and the maxima the finite check needs; max, like
         # argmax, returns the first maximal index.
         row_max, picked = logits.max(dim=-1)
-        _check_finite(logits, row_max)
+        check_finite_logits("logits", logits, row_max)
         return picked
     row_max = logits.amax(dim=-1, keepdim=True)
-    _check_finite(logits, row_max)
+    check_finite_logits("logits", logits, row_max)
     probs = _probs(logits, row_max, temperature, top_k, top_p)
     draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
     return draws.reshape(logits.shape[:-1])
@@ -166,29 +165,5 @@ def _checked_row_max(logits: object) -> Tensor:
     """Each row's maximum (keepdim), once `logits` are known to be a usable (V,) or (B, V)."""
     check_logits("logits", logits)
     row_max = logits.amax(dim=-1, keepdim=True)
-    _check_finite(logits, row_max)
+    check_finite_logits("logits", logits, row_max)
     return row_max
-
-
-def _check_finite(logits: Tensor, row_max: Tensor) -> None:
-    """Raise naming the first NaN, the first +inf or the first all -inf row of `logits`."""
-    # The cheap test, once per decoding step: a row's maximum is NaN, +inf or -inf exactly when
-    # the row holds a NaN or a +inf or is all -inf. A finite sum of maxima therefore clears every
-    # row; otherwise (or if huge logits overflow the sum) the search below names the culprit.
-    total = float(row_max) if row_max.numel() == 1 else float(row_max.sum())
-    if math.isfinite(total):
-        return
-    for bad, label in ((torch.isnan(logits), "NaN"), (torch.isposinf(logits), "+inf")):
-        if bad.any():
-            where = tuple(torch.nonzero(bad)[0].tolist())
-            raise ValueError(
-                f"logits must be finite or -inf, got {label} at index {where} "
-                f"of shape {tuple(logits.shape)}"
-            )
-    # A row of only -inf has no probability distribution to sample from.
-    empty_rows = torch.nonzero(~torch.isfinite(logits.reshape(-1, logits.shape[-1])).any(dim=-1))
-    if len(empty_rows) > 0:
-        raise ValueError(
-            f"logits row {int(empty_rows[0])} has no finite value (all -inf); every row needs "
-            "at least one finite logit"
-        )

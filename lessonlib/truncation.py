@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lessonlib.validation import check_logits, check_probability
+from lessonlib.validation import check_finite_logits, check_logits, check_probability
 
 __all__ = ["filter_eta", "filter_min_p", "filter_typical"]
 
@@ -22,20 +22,7 @@ _NEG_INF = float("-inf")
 def _check_values(logits: object) -> Tensor:
     """`logits` of shape (V,) or (B, V) without NaN or +inf and with a finite value in each row."""
     logits = check_logits("logits", logits)
-    bad = torch.isnan(logits) | torch.isposinf(logits)
-    if bad.any():
-        where = tuple(torch.nonzero(bad)[0].tolist())
-        raise ValueError(
-            f"logits must be finite or -inf, got {logits[where].item()} at index {where} "
-            f"of shape {tuple(logits.shape)}"
-        )
-    # A row of only -inf has no distribution to truncate.
-    empty_rows = torch.nonzero(~torch.isfinite(logits).any(dim=-1).reshape(-1))
-    if len(empty_rows) > 0:
-        raise ValueError(
-            f"logits must have a finite value in every row, got row {int(empty_rows[0])} "
-            "of only -inf"
-        )
+    check_finite_logits("logits", logits, logits.amax(dim=-1))
     return logits
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "check_finite_logits",
     "check_generator",
     "check_int",
     "check_logits",
@@ -24,9 +25,11 @@ def _describe(value: object) -> str:
     return f"{value!r} of type {type(value).__name__}"
 
 
-def check_int(name: str, value: object, *, low: int | None = None, high: int | None = None) -> int:
+def check_int(
+    name: str, value: object, *, low: int | None = None, high: int | None = None, _or: str = ""
+) -> int:
     """`value` as an int in [low, high] (either end may be open), else TypeError/ValueError."""
-    accepted = _int_range(low, high)
+    accepted = _int_range(low, high) + _or
     # bool is an int subclass, but True as a count or a step is always a slip.
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an int{accepted}, got {_describe(value)}")
@@ -37,18 +40,7 @@ def check_int(name: str, value: object, *, low: int | None = None, high: int | N
 
 def check_optional_int(name: str, value: object, *, low: int | None = None) -> int | None:
     """`value` as an int >= low, or None (a setting that is off)."""
-    if value is None:
-        return None
-    try:
-        return check_int(name, value, low=low)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an int{_int_range(low, None)} or None, got {_describe(value)}"
-        ) from None
-    except ValueError:
-        raise ValueError(
-            f"{name} must be an int{_int_range(low, None)} or None, got {value!r}"
-        ) from None
+    return None if value is None else check_int(name, value, low=low, _or=" or None")
 
 
 def _int_range(low: int | None, high: int | None) -> str:
@@ -139,3 +131,30 @@ def check_logits(name: str, value: object, *, dims: tuple[int, ...] = (1, 2)) ->
     if value.numel() == 0:
         raise ValueError(f"{name} must not be empty, got shape {tuple(value.shape)}")
     return value
+
+
+def check_finite_logits(name: str, value: Tensor, row_max: Tensor) -> None:
+    """Raise naming the first NaN, the first +inf or the first all -inf row of `value`.
+
+    `row_max` holds each row's maximum (any shape), which the caller has already computed.
+    """
+    # The cheap test, once per decoding step: a row's maximum is NaN, +inf or -inf exactly when
+    # the row holds a NaN or a +inf or is all -inf. A finite sum of maxima therefore clears every
+    # row; otherwise (or if huge logits overflow the sum) the search below names the culprit.
+    total = float(row_max) if row_max.numel() == 1 else float(row_max.sum())
+    if math.isfinite(total):
+        return
+    for bad, label in ((torch.isnan(value), "NaN"), (torch.isposinf(value), "+inf")):
+        if bad.any():
+            where = tuple(torch.nonzero(bad)[0].tolist())
+            raise ValueError(
+                f"{name} must be finite or -inf, got {label} at index {where} "
+                f"of shape {tuple(value.shape)}"
+            )
+    # A row of only -inf has no probability distribution to sample from.
+    empty_rows = torch.nonzero(~torch.isfinite(value.reshape(-1, value.shape[-1])).any(dim=-1))
+    if len(empty_rows) > 0:
+        raise ValueError(
+            f"{name} row {int(empty_rows[0])} has no finite value (all -inf); every row needs "
+            "at least one finite logit"
+        )

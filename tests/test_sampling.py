@@ -21,15 +21,7 @@ from lessonlib.sampling import (
 PROPERTY = settings(max_examples=300, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Run this module on one torch thread, restoring the previous count afterwards."""
-    # cumsum hands even a (B, 40) tensor to a worker thread; on a busy machine that hand-off
-    # costs up to a millisecond per call and dominates 300-example property tests.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 TEMPERATURES = st.floats(0.05, 10.0)
