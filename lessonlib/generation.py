@@ -7,13 +7,15 @@ in `lessonlib.sampling`; this module only runs the loop, keeps the KV cache, and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
-from lessonlib.sampling import sample_next
+from lessonlib.penalties import apply_penalties, penalties_on
+from lessonlib.sampling import DEFAULT_ORDER, check_sampler, sample_next
 from lessonlib.threads import GENERATION_THREADS, decoding_threads, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.validation import check_int
@@ -103,6 +105,13 @@ def generate(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    eta_cutoff: float | None = None,
+    order: Sequence[str] = DEFAULT_ORDER,
+    repetition_penalty: float = 1.0,
+    frequency_penalty: float = 0.0,
+    presence_penalty: float = 0.0,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
     stop_at_boundary: bool = True,
@@ -110,11 +119,30 @@ def generate(
 ) -> Generation:
     """Continue each prompt by sampling up to max_new_tokens tokens (see lessonlib.sampling).
 
-    With stop_at_boundary a row stops once it draws the boundary token; rows of a batch stop
-    independently. The same model, prompts, settings and seeded generator give the same text.
+    Each step: the model's logits, the penalties on the tokens of the prompt and of the text so
+    far (not the leading boundary token, which would penalise ending the story), then the
+    sampler's chain in `order`, then a draw. With stop_at_boundary a row stops once it draws the
+    boundary token; rows of a batch stop independently. The same model, prompts, settings and
+    seeded generator give the same text. record_logits keeps the model's logits (before the
+    penalties).
     """
     prompts = _check_prompts(prompt)
     check_int("max_new_tokens", max_new_tokens, low=0)
+    sampler = check_sampler(
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        min_p=min_p,
+        typical_p=typical_p,
+        eta_cutoff=eta_cutoff,
+        order=order,
+    )
+    penalties = {
+        "repetition": repetition_penalty,
+        "frequency": frequency_penalty,
+        "presence": presence_penalty,
+    }
+    penalize = penalties_on(**penalties)
     # Encode: each context is the boundary token (the "start of text" marker), then the prompt.
     encoded = [[tokenizer.boundary_id, *tokenizer.encode(p)] for p in prompts]
     batch = _Batch(model, encoded, max_new_tokens, use_cache=use_cache, record=record_logits)
@@ -123,10 +151,13 @@ def generate(
             # Next-token logits of the unfinished rows; through the KV cache the model reads
             # only the newest token instead of the whole context.
             logits = batch.next_token_logits()
-            # One draw per unfinished row: a finished row consumes no random numbers.
-            drawn = sample_next(
-                logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator
+            # Penalties need each row's history, so they come before the chain (as in all
+            # three libraries); recorded logits stay the model's own.
+            step_logits = (
+                apply_penalties(logits, batch.history(), **penalties) if penalize else logits
             )
+            # One draw per unfinished row: a finished row consumes no random numbers.
+            drawn = sample_next(step_logits, **sampler, generator=generator)
             # Append each drawn token to its row (and the logits, when they are recorded).
             batch.append(drawn, logits)
             # A row that drew the boundary token has finished its text; stop once all have.
@@ -195,6 +226,12 @@ class _Batch:
         unfinished = ~self.done[self.rows]
         self.live = self.rows[unfinished]
         return logits[unfinished]
+
+    def history(self) -> Tensor:
+        """Token ids (live rows, T) of each live row's prompt and text, without the first token."""
+        # Rows share a length (prompts of equal length, nothing written after a stop), and a
+        # live row has not stopped; the first token is the boundary that starts every context.
+        return self.tokens[self.live, 1 : self.length]
 
     def append(self, drawn: Tensor, logits: Tensor) -> None:
         """Write each live row's drawn token, and its logits when they are recorded."""

@@ -15,7 +15,12 @@ from torch import Tensor
 
 from lessonlib.validation import check_logits, check_real
 
-__all__ = ["apply_frequency_presence", "apply_repetition_penalty"]
+__all__ = [
+    "apply_frequency_presence",
+    "apply_penalties",
+    "apply_repetition_penalty",
+    "penalties_on",
+]
 
 _ID_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
@@ -91,3 +96,29 @@ def apply_frequency_presence(
     # In the logits' dtype: a bool mask times a float would give the default dtype (float32).
     appeared = (counts > 0).to(logits.dtype)
     return logits - frequency * counts - presence * appeared
+
+
+def penalties_on(repetition: float, frequency: float, presence: float) -> bool:
+    """Whether any penalty changes logits, once the three values are checked."""
+    check_real("repetition_penalty", repetition, low=0, low_open=True)
+    check_real("frequency_penalty", frequency, low=-2, high=2)
+    check_real("presence_penalty", presence, low=-2, high=2)
+    return repetition != 1 or frequency != 0 or presence != 0
+
+
+def apply_penalties(
+    logits: Tensor,
+    previous_ids: Tensor,
+    *,
+    repetition: float = 1.0,
+    frequency: float = 0.0,
+    presence: float = 0.0,
+) -> Tensor:
+    """The repetition penalty, then frequency and presence (vLLM's order); a copy if all are off."""
+    if not penalties_on(repetition, frequency, presence):
+        return check_logits("logits", logits).clone()
+    # Each rule touches only the tokens in previous_ids, and the two rules act on different
+    # scales (a factor and an offset), so the order changes the result only slightly; vLLM's
+    # `apply_penalties` runs them in this order.
+    penalized = apply_repetition_penalty(logits, previous_ids, repetition)
+    return apply_frequency_presence(penalized, previous_ids, frequency, presence)

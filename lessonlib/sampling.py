@@ -1,15 +1,23 @@
-"""The course's sampler: temperature, top-k and top-p on one step's next-token logits, then a draw.
+"""The course's sampler: a chain of stages on one step's next-token logits, then a draw.
 
 Every function is pure: it accepts logits of shape (V,) or (B, V), returns a new tensor and never
-modifies its input; randomness comes only from an explicit `torch.Generator`. The pipeline is
-temperature -> top-k -> top-p -> softmax (`sampling_probs`), then one draw per row (`sample_next`).
+modifies its input; randomness comes only from an explicit `torch.Generator`. The chain runs the
+stages of `DEFAULT_ORDER` (temperature -> top-k -> top-p -> min-p -> typical -> eta, Hugging
+Face's order) then a softmax (`sampling_probs`), then one draw per row (`sample_next`). A stage
+whose setting is off changes nothing; `order=` runs the stages in another order, for instance
+one of `LIBRARY_ORDERS`. Penalties on repeated tokens need the history, so they are not a
+stage here: `generate` applies them before the chain, as all three libraries do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import MappingProxyType
+
 import torch
 from torch import Tensor
 
+from lessonlib.truncation import _eta, _min_p, _typical
 from lessonlib.validation import (
     check_finite_logits,
     check_generator,
@@ -20,15 +28,42 @@ from lessonlib.validation import (
 )
 
 __all__ = [
+    "DEFAULT_ORDER",
+    "LIBRARY_ORDERS",
+    "STAGES",
     "apply_temperature",
+    "check_order",
+    "check_sampler",
     "check_temperature",
     "filter_top_k",
     "filter_top_p",
     "sample_next",
     "sampling_probs",
+    "stage_by_stage",
 ]
 
 _NEG_INF = float("-inf")
+
+STAGES = ("temperature", "top_k", "top_p", "min_p", "typical_p", "eta_cutoff")
+"""Every stage of the chain, named as its setting (and as Hugging Face's GenerationConfig)."""
+
+DEFAULT_ORDER = STAGES
+"""The course's order, which is Hugging Face's (`_get_logits_processor` in
+transformers/generation/utils.py)."""
+
+LIBRARY_ORDERS = MappingProxyType(
+    {
+        # transformers/generation/utils.py, `_get_logits_processor`: the warpers in this order.
+        "Hugging Face": STAGES,
+        # vllm/v1/sample/sampler.py, `Sampler.sample`: temperature, then min-p, then top-k and
+        # top-p together (vLLM has no typical or eta sampling).
+        "vLLM": ("temperature", "min_p", "top_k", "top_p"),
+        # llama.cpp common/common.h, the default `samplers` list (dry, top-n-sigma and xtc are off
+        # by default and not in the course; it has no eta sampling): temperature comes last.
+        "llama.cpp": ("top_k", "typical_p", "top_p", "min_p", "temperature"),
+    }
+)
+"""Where each library puts the stages it has, read from its source (file named per entry)."""
 
 
 def apply_temperature(logits: Tensor, temperature: float) -> Tensor:
@@ -95,21 +130,103 @@ def _top_p(logits: Tensor, p: float | None) -> Tensor:
     return logits.masked_fill(~keep, _NEG_INF)
 
 
+def _is_on(stage: str, value: object) -> bool:
+    """Whether a checked setting changes anything (1 is off for temperature, top-p, typical)."""
+    if stage in ("temperature", "top_p", "typical_p"):
+        return value is not None and value != 1
+    return value is not None
+
+
+def check_order(order: object, settings: dict[str, object] | None = None) -> tuple[str, ...]:
+    """`order` as a tuple of distinct names from STAGES that holds every stage switched on."""
+    if isinstance(order, str) or not isinstance(order, (list, tuple)):
+        raise TypeError(
+            f"order must be a list or tuple of stage names from {STAGES}, got {order!r}"
+        )
+    unknown = [name for name in order if name not in STAGES]
+    if unknown:
+        raise ValueError(f"order may only name stages from {STAGES}, got {unknown[0]!r}")
+    if len(set(order)) != len(order):
+        raise ValueError(f"order must name each stage at most once, got {list(order)}")
+    settings = settings or {}
+    # Greedy (temperature 0) has no chain, so any order serves it.
+    if settings.get("temperature") == 0:
+        return tuple(order)
+    for stage, value in settings.items():
+        if stage not in order and _is_on(stage, value):
+            raise ValueError(
+                f"{stage}={value!r} is switched on but order {list(order)} has no {stage!r} "
+                f"stage; add it to order or switch it off"
+            )
+    return tuple(order)
+
+
+def _apply(stage: str, logits: Tensor, value: object) -> Tensor:
+    """One stage on checked, row-max-shifted logits (a setting that is off returns a copy)."""
+    if stage == "temperature":
+        return logits / value
+    rule = {"top_k": _top_k, "top_p": _top_p, "min_p": _min_p, "typical_p": _typical}
+    return rule.get(stage, _eta)(logits, value)
+
+
+def _chained(logits: Tensor, settings: dict[str, object], order: tuple[str, ...]) -> list[Tensor]:
+    """The logits after each stage of `order`, first shifted so that each row's maximum is 0."""
+    # Shifting is invisible to every stage (softmax ignores it) and keeps a tiny temperature
+    # from sending the maximum to +inf: the others go to -inf instead.
+    current = logits - logits.amax(dim=-1, keepdim=True)
+    after = []
+    for stage in order:
+        current = _apply(stage, current, settings[stage])
+        after.append(current)
+    return after
+
+
+def stage_by_stage(
+    logits: Tensor,
+    *,
+    order: Sequence[str] = DEFAULT_ORDER,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    eta_cutoff: float | None = None,
+) -> list[tuple[str, Tensor]]:
+    """(stage, probabilities after it) for each stage of `order`; temperature must be > 0.
+
+    The last entry is what `sampling_probs` returns for the same settings and order; (V,) or
+    (B, V), each tensor of the shape of `logits`.
+    """
+    _checked_row_max(logits)
+    settings = _check_settings(temperature, top_k, top_p, min_p, typical_p, eta_cutoff)
+    check_temperature(temperature, greedy=False)
+    order = check_order(order, settings)
+    work_dtype = torch.promote_types(logits.dtype, torch.float32)
+    after = _chained(logits, settings, order)
+    return [(stage, torch.softmax(a.to(work_dtype), dim=-1)) for stage, a in zip(order, after)]
+
+
 def sampling_probs(
     logits: Tensor,
     *,
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    eta_cutoff: float | None = None,
+    order: Sequence[str] = DEFAULT_ORDER,
 ) -> Tensor:
-    """Probabilities after temperature -> top-k -> top-p -> softmax; (V,) or (B, V), same shape.
+    """Probabilities after the chain of stages in `order`, then softmax; (V,) or (B, V).
 
-    `temperature=0` is greedy: a one-hot at the first maximal logit, as `torch.argmax` picks.
-    The result has the dtype of `logits` (computed in float32 or wider).
+    `temperature=0` is greedy: a one-hot at the first maximal logit, as `torch.argmax` picks,
+    whatever the other settings and the order. The result has the dtype of `logits` (computed
+    in float32 or wider).
     """
-    row_max = _checked_row_max(logits)
-    _check_settings(temperature, top_k, top_p)
-    return _probs(logits, row_max, temperature, top_k, top_p).to(logits.dtype)
+    _checked_row_max(logits)
+    settings = _check_settings(temperature, top_k, top_p, min_p, typical_p, eta_cutoff)
+    order = check_order(order, settings)
+    return _probs(logits, settings, order).to(logits.dtype)
 
 
 def sample_next(
@@ -118,6 +235,10 @@ def sample_next(
     temperature: float = 1.0,
     top_k: int | None = None,
     top_p: float | None = None,
+    min_p: float | None = None,
+    typical_p: float | None = None,
+    eta_cutoff: float | None = None,
+    order: Sequence[str] = DEFAULT_ORDER,
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """One token id per row drawn from `sampling_probs`; (V,) gives shape (), (B, V) gives (B,).
@@ -125,7 +246,8 @@ def sample_next(
     `temperature=0` returns the argmax without consuming randomness from `generator`.
     """
     check_logits("logits", logits)
-    _check_settings(temperature, top_k, top_p)
+    settings = _check_settings(temperature, top_k, top_p, min_p, typical_p, eta_cutoff)
+    order = check_order(order, settings)
     check_generator("generator", generator)
     if temperature == 0:
         # One reduction gives both the pick and the maxima the finite check needs; max, like
@@ -133,32 +255,57 @@ def sample_next(
         row_max, picked = logits.max(dim=-1)
         check_finite_logits("logits", logits, row_max)
         return picked
-    row_max = logits.amax(dim=-1, keepdim=True)
-    check_finite_logits("logits", logits, row_max)
-    probs = _probs(logits, row_max, temperature, top_k, top_p)
+    check_finite_logits("logits", logits, logits.amax(dim=-1, keepdim=True))
+    probs = _probs(logits, settings, order)
     draws = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
     return draws.reshape(logits.shape[:-1])
 
 
-def _probs(
-    logits: Tensor, row_max: Tensor, temperature: float, top_k: int | None, top_p: float | None
-) -> Tensor:
-    """Pipeline probabilities, in float32 or wider, on checked logits and settings."""
+def _probs(logits: Tensor, settings: dict[str, object], order: tuple[str, ...]) -> Tensor:
+    """Pipeline probabilities, in float32 or wider, on checked logits, settings and order."""
     work_dtype = torch.promote_types(logits.dtype, torch.float32)
-    if temperature == 0:
+    if settings["temperature"] == 0:
         # Greedy is its own branch: a one-hot at the first maximal index, never a division by 0.
         one_hot = torch.zeros_like(logits, dtype=work_dtype)
         return one_hot.scatter(-1, logits.argmax(dim=-1, keepdim=True), 1.0)
-    # Shift each row so that its maximum is 0: softmax and both filters ignore the shift, and
-    # a tiny temperature then sends the other logits to -inf instead of the maximum to +inf.
-    tempered = (logits - row_max) / temperature
-    return torch.softmax(_top_p(_top_k(tempered, top_k), top_p).to(work_dtype), dim=-1)
+    # Only the stages that are on: an off stage would only copy the logits.
+    active = tuple(stage for stage in order if _is_on(stage, settings[stage]))
+    final = _chained(logits, settings, active)[-1] if active else logits
+    return torch.softmax(final.to(work_dtype), dim=-1)
 
 
-def _check_settings(temperature: object, top_k: object, top_p: object) -> None:
-    check_temperature(temperature)
-    check_optional_int("top_k", top_k, low=1)
-    check_probability("top_p", top_p, allow_none=True)
+def check_sampler(
+    *,
+    temperature: object = 1.0,
+    top_k: object = None,
+    top_p: object = None,
+    min_p: object = None,
+    typical_p: object = None,
+    eta_cutoff: object = None,
+    order: object = DEFAULT_ORDER,
+) -> dict[str, object]:
+    """Checked settings by keyword, `order` included, ready for `sample_next(logits, **them)`."""
+    settings = _check_settings(temperature, top_k, top_p, min_p, typical_p, eta_cutoff)
+    return {**settings, "order": check_order(order, settings)}
+
+
+def _check_settings(
+    temperature: object,
+    top_k: object,
+    top_p: object,
+    min_p: object,
+    typical_p: object,
+    eta_cutoff: object,
+) -> dict[str, object]:
+    """The checked settings by stage name."""
+    return {
+        "temperature": check_temperature(temperature),
+        "top_k": check_optional_int("top_k", top_k, low=1),
+        "top_p": check_probability("top_p", top_p, allow_none=True),
+        "min_p": check_probability("min_p", min_p, allow_none=True),
+        "typical_p": check_probability("typical_p", typical_p, allow_none=True),
+        "eta_cutoff": check_probability("eta_cutoff", eta_cutoff, allow_none=True),
+    }
 
 
 def _checked_row_max(logits: object) -> Tensor:

@@ -37,7 +37,10 @@ def filter_min_p(logits: Tensor, min_p: float | None) -> Tensor:
     logit with max_logit + log(min_p) instead of probabilities.
     """
     logits = _check_values(logits)
-    min_p = check_probability("min_p", min_p, allow_none=True)
+    return _min_p(logits, check_probability("min_p", min_p, allow_none=True))
+
+
+def _min_p(logits: Tensor, min_p: float | None) -> Tensor:
     if min_p is None:
         return logits.clone()
     probs = torch.softmax(logits, dim=-1)
@@ -57,7 +60,10 @@ def filter_typical(logits: Tensor, mass: float | None) -> Tensor:
     is off and returns a copy.
     """
     logits = _check_values(logits)
-    mass = check_probability("mass", mass, allow_none=True)
+    return _typical(logits, check_probability("mass", mass, allow_none=True))
+
+
+def _typical(logits: Tensor, mass: float | None) -> Tensor:
     if mass is None or mass == 1:
         return logits.clone()
     log_probs = torch.log_softmax(logits, dim=-1)
@@ -83,7 +89,10 @@ def filter_eta(logits: Tensor, epsilon: float | None) -> Tensor:
     field in vllm/sampling_params.py, no such sampler type in llama.cpp's common/common.h).
     """
     logits = _check_values(logits)
-    epsilon = check_probability("epsilon", epsilon, allow_none=True)
+    return _eta(logits, check_probability("epsilon", epsilon, allow_none=True))
+
+
+def _eta(logits: Tensor, epsilon: float | None) -> Tensor:
     if epsilon is None:
         return logits.clone()
     probs = torch.softmax(logits, dim=-1)

@@ -7,12 +7,16 @@ independent ones written here) must pass every case.
 
 from __future__ import annotations
 
+import importlib.util
+import math
+
 import pytest
 import torch
 from torch import Tensor
 
 from lessonlib import tinytales
 from lessonlib.model import GPT, GPTConfig
+from lessonlib.paths import REPO_ROOT
 from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
 from lessonlib.teaching.checkers import (
     GREEDY_PROMPTS,
@@ -20,17 +24,20 @@ from lessonlib.teaching.checkers import (
     CheckResult,
     check_against_reference,
     check_my_greedy,
+    check_my_min_p,
     check_my_temperature,
     check_my_top_k,
     check_my_top_p,
     compare_kept_prefix,
     compare_logits,
+    min_p_cases,
     temperature_cases,
     top_k_cases,
     top_p_cases,
 )
 from lessonlib.tinytales import ALPHABET
 from lessonlib.tokenizer import CharTokenizer
+from lessonlib.truncation import filter_min_p
 
 NEG_INF = float("-inf")
 
@@ -713,3 +720,257 @@ def test_hint_false_keeps_the_report_and_drops_only_the_hint() -> None:
     )
     assert not without.passed and "Problem:" in str(without)
     assert check_my_top_k(filter_top_k, hint=False).passed
+
+
+# ----- the min-p checker -------------------------------------------------------------------------
+
+
+def load_solution_min_p():
+    """`my_min_p` from the solutions file of lesson 09 (a plain module, not a package)."""
+    path = REPO_ROOT / "notebooks" / "solutions" / "09_beyond_top_p.py"
+    spec = importlib.util.spec_from_file_location("solutions_09_beyond_top_p", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.my_min_p
+
+
+def min_p_in_log_space(logits: Tensor, min_p: float) -> Tensor:
+    """llama.cpp's form: keep z >= max z + log(min_p); no softmax at all."""
+    threshold = logits.amax(dim=-1, keepdim=True) + math.log(min_p)
+    return logits.masked_fill(logits < threshold, NEG_INF)
+
+
+def min_p_from_exp(logits: Tensor, min_p: float) -> Tensor:
+    """exp(logits) never normalised, but compared with min_p * exp(max): the sum cancels."""
+    weights = logits.exp()
+    return logits.masked_fill(weights < min_p * logits.amax(dim=-1, keepdim=True).exp(), NEG_INF)
+
+
+def min_p_from_log_softmax(logits: Tensor, min_p: float) -> Tensor:
+    log_probs = torch.log_softmax(logits, dim=-1)
+    threshold = log_probs.amax(dim=-1, keepdim=True) + math.log(min_p)
+    return torch.where(log_probs >= threshold, logits, torch.full_like(logits, NEG_INF))
+
+
+def min_p_float32_ratio(logits: Tensor, min_p: float) -> Tensor:
+    """float32 arithmetic whatever the input's dtype, and a ratio instead of a product."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    return logits.masked_fill(probs / probs.amax(dim=-1, keepdim=True) < min_p, NEG_INF)
+
+
+def min_p_row_by_row(logits: Tensor, min_p: float) -> Tensor:
+    """Plain Python over rows and tokens, with math.exp."""
+    out = []
+    for row in logits.reshape(-1, logits.shape[-1]).tolist():
+        top = max(row)
+        out.append([x if math.exp(x - top) >= min_p else NEG_INF for x in row])
+    return torch.tensor(out, dtype=logits.dtype).reshape(logits.shape)
+
+
+def min_p_compares_logits(logits: Tensor, min_p: float) -> Tensor:
+    """The natural first attempt: min_p times the largest logit, as if logits were probabilities."""
+    return logits.masked_fill(logits < min_p * logits.amax(dim=-1, keepdim=True), NEG_INF)
+
+
+def min_p_absolute(logits: Tensor, min_p: float) -> Tensor:
+    """Forgets the top token: min_p used as a probability threshold on its own."""
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p, NEG_INF)
+
+
+def min_p_exp_absolute(logits: Tensor, min_p: float) -> Tensor:
+    """exp(logits) taken for probabilities and compared with min_p alone."""
+    return logits.masked_fill(logits.exp() < min_p, NEG_INF)
+
+
+def min_p_strict(logits: Tensor, min_p: float) -> Tensor:
+    """Keeps only tokens strictly above the threshold: drops one exactly at it."""
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs <= min_p * probs.amax(dim=-1, keepdim=True), NEG_INF)
+
+
+def min_p_strict_in_log_space(logits: Tensor, min_p: float) -> Tensor:
+    threshold = logits.amax(dim=-1, keepdim=True) + math.log(min_p)
+    return logits.masked_fill(logits <= threshold, NEG_INF)
+
+
+def min_p_without_keepdim(logits: Tensor, min_p: float) -> Tensor:
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p * probs.amax(dim=-1), NEG_INF)
+
+
+def min_p_batch_max(logits: Tensor, min_p: float) -> Tensor:
+    """The largest probability of the whole batch, not of each row."""
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p * probs.max(), NEG_INF)
+
+
+def min_p_max_pair(logits: Tensor, min_p: float) -> Tensor:
+    """probs.max(dim=-1, keepdim=True) is a (values, indices) pair, not a tensor."""
+    probs = torch.softmax(logits, dim=-1)
+    return logits.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True), NEG_INF)
+
+
+def min_p_returns_probs(logits: Tensor, min_p: float) -> Tensor:
+    """Right tokens, but their probabilities (0 for the dropped ones) instead of logits."""
+    probs = torch.softmax(logits, dim=-1)
+    return probs.masked_fill(probs < min_p * probs.amax(dim=-1, keepdim=True), 0.0)
+
+
+def min_p_fills_minus_1e9(logits: Tensor, min_p: float) -> Tensor:
+    return filter_min_p(logits, min_p).nan_to_num(neginf=-1e9)
+
+
+def min_p_in_place(logits: Tensor, min_p: float) -> Tensor:
+    probs = torch.softmax(logits, dim=-1)
+    logits[probs < min_p * probs.amax(dim=-1, keepdim=True)] = NEG_INF
+    return logits
+
+
+def min_p_returns_input_when_nothing_drops(logits: Tensor, min_p: float) -> Tensor:
+    """Right values, but hands back the input itself when every token stays (a flat row)."""
+    drop = torch.softmax(logits, dim=-1) < min_p * torch.softmax(logits, dim=-1).amax(
+        dim=-1, keepdim=True
+    )
+    return logits if not drop.any() else logits.masked_fill(drop, NEG_INF)
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        filter_min_p,
+        load_solution_min_p(),
+        min_p_in_log_space,
+        min_p_from_exp,
+        min_p_from_log_softmax,
+        min_p_float32_ratio,
+        min_p_row_by_row,
+    ],
+)
+def test_min_p_checker_passes_correct_code(fn) -> None:
+    result = check_my_min_p(fn)
+    assert result.passed, str(result)
+    assert result.cases_run == len(min_p_cases())
+    assert str(result) == f"All {result.cases_run} cases pass (min-p)."
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_min_p_checker_passes_every_formulation_on_other_seeds(seed: int) -> None:
+    for fn in (load_solution_min_p(), min_p_in_log_space, min_p_from_exp, min_p_float32_ratio):
+        assert check_my_min_p(fn, seed=seed).passed, str(check_my_min_p(fn, seed=seed))
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (min_p_compares_logits, ("case 1 of", "got them at tokens [0, 1, 2]", "compared the logits",
+                                 "logits >= the row's largest logit + log(min_p)")),
+        (min_p_absolute, ("case 1 of", "got them at tokens [0]", "with min_p itself",
+                          "a flat row, whose every token is below min_p, loses every token")),
+        (min_p_exp_absolute, ("case 1 of", "got them at tokens [0, 1, 2, 3, 4]",
+                              "compared exp(logits) with min_p", "the sum cancels")),
+        (min_p_strict, ("case 3 of", "min_p * top probability = 0.25", "got them at tokens [1]",
+                        "keep >=, not >")),
+        (min_p_strict_in_log_space, ("case 3 of", "exactly min_p times the top one",
+                                     "keep >=, not >")),
+        (min_p_without_keepdim, ("a batch: a confident row", "raised RuntimeError",
+                                 "each row has its own top probability", "keepdim=True")),
+        (min_p_batch_max, ("right for each row on its own", "amax(dim=-1, keepdim=True)")),
+        (min_p_max_pair, ("raised TypeError", "returns a pair (values, indices)")),
+        (min_p_returns_probs, ("got      = [0.5, 0.2, 0.0", "not probabilities")),
+        (min_p_fills_minus_1e9, ("float('-inf'), not a large negative number",)),
+        (min_p_in_place, ("case 1 of", "changed its input logits in place")),
+        (min_p_returns_input_when_nothing_drops, ("case 2 of", "a flat row", "logits.clone()")),
+    ],
+)  # fmt: skip
+def test_min_p_checker_catches_bugs(fn, words: tuple[str, ...]) -> None:
+    assert_fails_on(check_my_min_p(fn), "min_p    = ", "probs    = [", *words)
+
+
+def test_min_p_first_case_tells_the_slips_apart() -> None:
+    # Case 1 is built so that each slip keeps a different number of tokens: the hint that names
+    # a slip is then never a guess between two of them.
+    case = min_p_cases()[0]
+    counts = [
+        int(fn(case.logits, case.param).isfinite().sum())
+        for fn in (filter_min_p, min_p_compares_logits, min_p_absolute, min_p_exp_absolute)
+    ]
+    assert counts == [2, 3, 1, 5]
+    assert torch.allclose(
+        torch.softmax(case.logits, dim=-1), torch.tensor([0.5, 0.2, 0.15, 0.1, 0.05])
+    )
+
+
+def test_min_p_strict_comparison_is_named_at_min_p_one() -> None:
+    # Strict only where min_p = 1, so that it passes the exact tie of case 3 and is caught where
+    # min_p = 1 puts the tied top tokens themselves at the threshold: ">" keeps none of them.
+    def strict_at_one(logits: Tensor, min_p: float) -> Tensor:
+        return min_p_strict(logits, min_p) if min_p == 1 else filter_min_p(logits, min_p)
+
+    result = check_my_min_p(strict_at_one)
+    assert_fails_on(
+        result,
+        "min_p = 1 keeps the top token and its ties",
+        "got      = [-inf, -inf, -inf, -inf]",
+        "keep >=, not >",
+    )
+    assert check_my_min_p(min_p_strict).cases_run < result.cases_run
+
+
+def test_min_p_absolute_threshold_empties_a_flat_row() -> None:
+    # Right wherever the row is not flat, so that the flat row (case 2) is where it fails.
+    def loses_flat_rows(logits: Tensor, min_p: float) -> Tensor:
+        flat = bool((logits == logits.amax(dim=-1, keepdim=True)).all())
+        return min_p_absolute(logits, min_p) if flat else filter_min_p(logits, min_p)
+
+    result = check_my_min_p(loses_flat_rows)
+    assert_fails_on(
+        result,
+        "case 2 of",
+        "got      = [-inf, -inf, -inf, -inf, -inf, -inf]",
+        "a fraction of the top token's probability",
+    )
+
+
+def test_min_p_tie_case_is_exact_in_every_formulation() -> None:
+    # The tie only tests ">=" against ">" if the token hits min_p times the top exactly, in
+    # float64 (the case's dtype) and in float32 (a learner's cast), for probabilities, for
+    # exp(logits) and in log space.
+    tied = [case for case in min_p_cases() if "exactly" in case.note]
+    assert len(tied) == 1
+    case = tied[0]
+    min_p = case.param
+    for dtype in (torch.float64, torch.float32):
+        z = case.logits.to(dtype)
+        probs = torch.softmax(z, dim=-1)
+        assert bool((probs == min_p * probs.max()).any()), dtype
+        assert bool((z.exp() == min_p * z.max().exp()).any()), dtype
+        assert bool((z == z.max() + math.log(min_p)).any()), dtype
+        log_probs = torch.log_softmax(z, dim=-1)
+        assert bool((log_probs == log_probs.max() + math.log(min_p)).any()), dtype
+    kept = filter_min_p(case.logits, min_p).isfinite().sum()
+    assert kept == min_p_strict(case.logits, min_p).isfinite().sum() + 1 == 2
+
+
+def test_min_p_hint_false_and_the_stub() -> None:
+    with_hint = check_my_min_p(min_p_compares_logits)
+    without = check_my_min_p(min_p_compares_logits, hint=False)
+    assert "  Hint: " in str(with_hint) and "Hint" not in str(without)
+    assert "Problem:" in str(without)
+    stub = check_my_min_p(my_stub)
+    assert stub.not_written and stub.cases_run == 0
+    assert str(stub) == (
+        "not written yet: fill in the body of my_stub above, then run this cell again."
+    )
+
+
+def test_min_p_cases_are_deterministic_and_cover_shapes() -> None:
+    first, again, other = min_p_cases(seed=5), min_p_cases(seed=5), min_p_cases(seed=6)
+    assert all(torch.equal(a.logits, b.logits) and a.param == b.param for a, b in zip(first, again))
+    assert any(not torch.equal(a.logits, b.logits) for a, b in zip(first, other))
+    assert {case.logits.dim() for case in first} == {1, 2}
+    assert any(torch.isneginf(case.logits).any() for case in first)
+    for case in first:
+        assert 0 < case.param <= 1
+        rows = case.logits.reshape(-1, case.logits.shape[-1])
+        assert bool(torch.isfinite(rows).any(dim=-1).all())

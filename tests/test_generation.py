@@ -12,6 +12,7 @@ import torch
 from lessonlib.generation import LanguageModel, generate, next_token_logits, prompt_logits
 from lessonlib.model import GPT, KVCache
 from lessonlib.paths import REPO_ROOT
+from lessonlib.penalties import apply_penalties
 from lessonlib.sampling import sample_next
 from lessonlib.threads import (
     GENERATION_THREADS,
@@ -319,3 +320,96 @@ def test_recorded_logits_follow_the_tokens_produced():
     assert result.logits.shape == (1, steps, TOKENIZER.vocab_size)
     # Room for 256 steps (the buffer's first size), not for 10**6 (44 MB).
     assert result.logits.untyped_storage().nbytes() <= 256 * TOKENIZER.vocab_size * 4
+
+
+def penalized_reference(model, prompt, *, max_new_tokens, **penalties):
+    """Greedy decoding with the penalties applied by hand, one step at a time, no cache."""
+    ids = [TOKENIZER.boundary_id, *TOKENIZER.encode(prompt)]
+    new = []
+    for _ in range(max_new_tokens):
+        logits = next_token_logits(model, torch.tensor([ids]))[0]
+        history = torch.tensor(ids[1:], dtype=torch.long)  # not the leading boundary token
+        picked = int(apply_penalties(logits, history, **penalties).argmax())
+        ids.append(picked)
+        new.append(picked)
+        if picked == TOKENIZER.boundary_id:
+            break
+    return new
+
+
+@pytest.mark.parametrize(
+    "penalties",
+    [
+        {"repetition": 1.8},
+        {"repetition": 0.7},
+        {"frequency": 0.6, "presence": 0.4},
+        {"repetition": 1.3, "frequency": -0.3},
+    ],
+)
+def test_penalties_equal_a_loop_that_applies_them_by_hand(penalties):
+    model = lively_model(seed=2)
+    expected = penalized_reference(model, "ab", max_new_tokens=30, **penalties)
+    arguments = {f"{name}_penalty": value for name, value in penalties.items()}
+    for use_cache in (True, False):
+        result = sample(
+            model, "ab", seed=0, temperature=0, max_new_tokens=30, use_cache=use_cache, **arguments
+        )
+        assert result.token_ids[0] == expected
+    plain = sample(model, "ab", seed=0, temperature=0, max_new_tokens=30)
+    assert plain.token_ids[0] != expected  # the penalty really changed the greedy text
+
+
+def test_the_leading_boundary_token_is_not_penalized():
+    # EndsAfter ends every text after 3 letters with the boundary token at logit 20, all else 0;
+    # if the leading boundary counted as seen, a repetition penalty of 100 would cut it to 0.2.
+    model = EndsAfter(3)
+    result = generate(
+        model, "a", tokenizer=TOKENIZER, max_new_tokens=10, temperature=0, repetition_penalty=100.0
+    )
+    assert result.finished == [True]
+
+
+def test_neutral_penalties_and_a_library_order_leave_the_text_alone():
+    model = lively_model(seed=4)
+    plain = sample(model, ["ab", "cd"], seed=7, temperature=0.9, top_k=5)
+    neutral = sample(
+        model,
+        ["ab", "cd"],
+        seed=7,
+        temperature=0.9,
+        top_k=5,
+        repetition_penalty=1.0,
+        frequency_penalty=0.0,
+        presence_penalty=0.0,
+        order=("top_k", "temperature"),  # top-k commutes with temperature
+    )
+    assert neutral.token_ids == plain.token_ids
+
+
+def test_new_settings_reach_the_sampler_with_clear_errors():
+    model = lively_model(seed=4)
+    with pytest.raises(ValueError, match="repetition_penalty must be a finite number > 0"):
+        sample(model, "ab", seed=0, repetition_penalty=0.0)
+    with pytest.raises(ValueError, match="frequency_penalty must be a finite number in"):
+        sample(model, "ab", seed=0, frequency_penalty=3.0)
+    with pytest.raises(ValueError, match="min_p=0.1 is switched on"):
+        sample(model, "ab", seed=0, min_p=0.1, order=("temperature",))
+
+
+def below_min_p_draws(result, temperature: float, min_p: float) -> int:
+    """How many drawn tokens had probability < min_p times the top one at their step."""
+    count = 0
+    for row, ids in enumerate(result.token_ids):
+        probs = torch.softmax(result.logits[row, : len(ids)] / temperature, dim=-1)
+        drawn = probs[torch.arange(len(ids)), torch.tensor(ids)]
+        count += int((drawn < min_p * probs.amax(dim=-1)).sum())
+    return count
+
+
+def test_min_p_in_generate_only_draws_tokens_it_keeps():
+    model = lively_model(seed=4)
+    settings = {"temperature": 1.5, "max_new_tokens": 30, "record_logits": True}
+    hot = sample(model, ["ab"] * 16, seed=1, **settings)
+    cut = sample(model, ["ab"] * 16, seed=1, min_p=0.3, **settings)
+    assert below_min_p_draws(hot, 1.5, 0.3) > 0
+    assert below_min_p_draws(cut, 1.5, 0.3) == 0

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from playwright.sync_api import Locator, expect
 
+from lessonlib.sampling import LIBRARY_ORDERS, STAGES
 from lessonlib.teaching.quiz import Quiz, answer_text, load_quiz
 from tests.browser.jupyterlab import NotebookPage
 
@@ -259,6 +260,65 @@ class StepperRowsGrow:
         return f"{self.view}: {self.steps} x {self.button!r}: " + " | ".join(seen)
 
 
+@dataclass(frozen=True)
+class ChainPresetAndMove:
+    """Pick a library in the chain viewer, move its first stage down, then search.
+
+    Picking `preset` in the "preset" dropdown must name it in the order readout, mark each stage
+    the library lacks "not in this library" in that stage's row, and redraw the figure (its
+    title names the order). Pressing "down" in the first stage's row must swap the first two
+    stages in the order readout. Pressing the search button must replace its prompt by a
+    result. The notebook's viewer must start on another preset than `preset`.
+    """
+
+    view: str
+    preset: str = "llama.cpp"
+
+    def __call__(self, lab: NotebookPage) -> str:
+        dropdown = self._dropdown(lab, lab.page)
+        output = _output_with(lab, dropdown, "a dropdown 'preset'")
+        order, final = _readout(output, "order: "), _readout(output, "final: ")
+        order_before, final_before = order.inner_text(), final.inner_text()
+        pixels_before = _canvas_pixels(output)
+        self._dropdown(lab, output).locator("select").select_option(label=self.preset)
+        expect(order).to_contain_text(f"({self.preset})", timeout=UPDATE_TIMEOUT_MS)
+        _expect_redrawn(lab, output, pixels_before)
+        stages = LIBRARY_ORDERS[self.preset]
+        for stage in STAGES:
+            if stage not in stages:
+                expect(self._row(lab, output, stage)).to_contain_text("not in this library")
+        final_preset = final.inner_text()
+        self._row(lab, output, stages[0]).locator("button.widget-button").get_by_text(
+            "down", exact=True
+        ).click()
+        swapped = f"order: {stages[1]} \u2192 {stages[0]} \u2192"
+        expect(order).to_have_text(_starts_with(swapped), timeout=UPDATE_TIMEOUT_MS)
+        button = output.locator("button.widget-button").get_by_text(
+            "Find a counterexample", exact=True
+        )
+        result = output.locator(".widget-html pre")  # every search result is preformatted
+        expect(result).to_have_count(0)
+        button.click()
+        expect(result).to_have_count(1, timeout=UPDATE_TIMEOUT_MS)
+        return (
+            f"{self.view}: {order_before!r} -> {self.preset} -> {stages[0]} down: "
+            f"{order.inner_text()!r}; {final_before!r} -> {final_preset!r} -> "
+            f"{final.inner_text()!r}; search: {result.inner_text().splitlines()[0]!r}"
+        )
+
+    @staticmethod
+    def _dropdown(lab: NotebookPage, scope: Any) -> Locator:
+        """The dropdown whose description is "preset" (not "compare with") inside `scope`."""
+        label = lab.page.locator("label.widget-label").get_by_text("preset", exact=True)
+        return scope.locator(".widget-dropdown").filter(has=label)
+
+    @staticmethod
+    def _row(lab: NotebookPage, output: Locator, stage: str) -> Locator:
+        """The row of `stage`: the box holding the slider whose description is the stage name."""
+        label = lab.page.locator("label.widget-label").get_by_text(stage, exact=True)
+        return output.locator(".widget-hbox").filter(has=label)
+
+
 def _number(text: str, pattern: str) -> int:
     match = re.search(pattern, text)
     assert match is not None, f"{text!r} does not match {pattern!r}"
@@ -361,6 +421,7 @@ WIDGET_INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
         SliderMovesReadout(view="PipelineViewer", slider="top-k", readout="\u03c4 = ", presses=2),
     ),
     "07_kv_cache": (StepperRowsGrow(view="KVCacheStepper", button="next \u25b6"),),
+    "09_beyond_top_p": (ChainPresetAndMove(view="ChainViewer"),),
 }
 
 
