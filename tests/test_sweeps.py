@@ -14,6 +14,7 @@ from lessonlib import tinytales
 from lessonlib.analysis.sweeps import (
     SampleScores,
     format_trade_off,
+    format_valid_variety,
     gap_in_se,
     sampler_sweep,
     score_samples,
@@ -214,6 +215,21 @@ def test_sampler_sweep_scores_any_setting_on_shared_random_numbers(bigram) -> No
     assert "setting" in format_trade_off(rows).splitlines()[0]
     with pytest.raises(ValueError, match="unknown keys"):
         setting_label({"top_q": 0.5})
+    table = format_valid_variety(rows).splitlines()
+    assert table[0].split() == ["setting", "n", "valid", "(se)", "distinct-4", "(se)"]
+    assert table[2].split()[:3] == ["top-k", "1", "6"] and len(table) == 4
+
+
+def test_setting_labels_name_every_stage_penalty_and_library_order() -> None:
+    from lessonlib.analysis.sweeps import setting_label
+    from lessonlib.sampling import LIBRARY_ORDERS
+
+    label = setting_label({
+        "temperature": 2.0, "min_p": 0.1, "typical_p": 0.9, "eta_cutoff": 0.002,
+        "repetition_penalty": 1.2, "order": LIBRARY_ORDERS["llama.cpp"],
+    })  # fmt: skip
+    assert label == "tau 2, min-p 0.1, typical 0.9, eta 0.002, repetition 1.2, llama.cpp order"
+    assert setting_label({"order": ("top_k", "temperature")}) == "order top_k>temperature"
 
 
 # ----- standard errors, the broken share, batches and the trade-off table ---------------------

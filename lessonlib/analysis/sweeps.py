@@ -22,7 +22,7 @@ from lessonlib.analysis.statistics import in_standard_errors, jackknife_se, mean
 from lessonlib.generation import LanguageModel
 from lessonlib.metrics import distinct_n, find_cycle, repetition_rate
 from lessonlib.progress import progress_bar
-from lessonlib.sampling import sampling_probs
+from lessonlib.sampling import LIBRARY_ORDERS, sampling_probs
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.validation import check_int, check_logits, check_optional_int, check_temperature
 
@@ -167,13 +167,40 @@ def score_samples(
     )
 
 
-def setting_label(setting: Mapping[str, float | int | None]) -> str:
+_SETTING_NAMES = {
+    "temperature": "tau",
+    "top_k": "top-k",
+    "top_p": "top-p",
+    "min_p": "min-p",
+    "typical_p": "typical",
+    "eta_cutoff": "eta",
+    "repetition_penalty": "repetition",
+    "frequency_penalty": "frequency",
+    "presence_penalty": "presence",
+}
+
+
+def _order_label(order: Sequence[str]) -> str:
+    """A library's name for its order, else the stages joined by '>'."""
+    for library, library_order in LIBRARY_ORDERS.items():
+        if tuple(order) == library_order:
+            return f"{library} order"
+    return "order " + ">".join(order)
+
+
+def setting_label(setting: Mapping[str, object]) -> str:
     """A sampler setting in words: {"temperature": 0.7, "top_k": 3} -> "tau 0.7, top-k 3"."""
-    names = {"temperature": "tau", "top_k": "top-k", "top_p": "top-p"}
-    unknown = set(setting) - set(names)
+    unknown = set(setting) - set(_SETTING_NAMES) - {"order"}
     if unknown:
-        raise ValueError(f"setting has unknown keys {sorted(unknown)}; accepted: {sorted(names)}")
-    parts = [f"{names[key]} {value:g}" for key, value in setting.items() if value is not None]
+        accepted = sorted([*_SETTING_NAMES, "order"])
+        raise ValueError(f"setting has unknown keys {sorted(unknown)}; accepted: {accepted}")
+    parts = [
+        f"{_SETTING_NAMES[key]} {value:g}"
+        for key, value in setting.items()
+        if key != "order" and value is not None
+    ]
+    if setting.get("order") is not None:
+        parts.append(_order_label(setting["order"]))
     return ", ".join(parts) or "tau 1"
 
 
@@ -200,7 +227,7 @@ def score_settings(
 ) -> list[SampleScores]:
     """Score `samples` continuations of `prompt` per setting; batch b of each uses batch_seeds[b].
 
-    A setting holds keyword arguments of `generate` (`temperature`, `top_k`, `top_p`). A greedy
+    A setting holds keyword arguments of `generate` (sampler settings, `order`, penalties). A greedy
     setting (temperature 0) is generated once, and that text stands for every sample.
     """
     sizes = batch_sizes(samples, batch_size)
@@ -328,3 +355,15 @@ def gap_in_se(first: SampleScores, second: SampleScores, measure: str) -> float:
     value, error = _WITH_SE[measure]
     difference = getattr(first, value) - getattr(second, value)
     return in_standard_errors(difference, math.hypot(getattr(first, error), getattr(second, error)))
+
+
+def format_valid_variety(rows: Sequence[SampleScores]) -> str:
+    """A short table of `rows`: the share of valid stories and distinct-4, with standard errors."""
+    width = max([7] + [len(row.label) for row in rows])
+    lines = [f"{'setting':>{width}} {'n':>3} {'valid (se)':>11} {'distinct-4 (se)':>15}"]
+    for row in rows:
+        lines.append(
+            f"{row.label:>{width}} {row.samples:>3} {row.valid:>5.2f} ({row.valid_se:.2f}) "
+            f"{row.distinct_4:>8.3f} ({row.distinct_4_se:.3f})"
+        )
+    return "\n".join(lines)
