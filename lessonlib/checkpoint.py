@@ -18,6 +18,8 @@ from lessonlib.paths import DATA_DIR
 from lessonlib.tokenizer import CharTokenizer
 
 CHECKPOINT_NAME = "tinytales_gpt"  # data/tinytales_gpt.safetensors + data/tinytales_gpt.json
+# The much smaller draft model of speculative decoding: load_model(name=DRAFT_CHECKPOINT_NAME).
+DRAFT_CHECKPOINT_NAME = "tinytales_draft"
 
 
 def checkpoint_paths(
@@ -64,7 +66,7 @@ def load_metadata(directory: Path | str = DATA_DIR, name: str = CHECKPOINT_NAME)
 def load_model(
     directory: Path | str = DATA_DIR, name: str = CHECKPOINT_NAME
 ) -> tuple[GPT, CharTokenizer]:
-    """The shipped GPT in eval mode and its tokenizer."""
+    """A shipped GPT in eval mode and its tokenizer (the course GPT unless `name` says another)."""
     weights_path, _ = checkpoint_paths(directory, name)
     metadata = load_metadata(directory, name)
     model = GPT(GPTConfig(**metadata["config"]))

@@ -118,6 +118,11 @@ class KVCache:
         """Forget every cached position (the buffer is reused)."""
         self.length = 0
 
+    def truncate(self, length: int) -> None:
+        """Forget every cached position from `length` on (a rollback): nothing is copied."""
+        # Positions at or past `length` are never read and the next pass overwrites them.
+        self.length = check_int("length", length, low=0, high=self.length)
+
     def nbytes_per_token(self) -> int:
         """Bytes the cache spends on one token of one sequence (keys and values, all layers)."""
         n_layer, two, _, n_head, _, head_dim = self.buffer.shape

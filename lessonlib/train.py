@@ -3,7 +3,9 @@
 A fixed seed, a fixed number of steps and a fixed learning-rate schedule, so a retrain
 reproduces the run (up to floating-point differences between machines). The validation
 loss is printed beside the grammar's entropy rate on the same stories: the lowest loss
-any model can reach. This module is not about sampling or the lessons.
+any model can reach. `--preset draft` trains the much smaller draft model of speculative
+decoding instead, on the same stories with the same tokenizer. This module is not about
+sampling or the lessons.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from lessonlib import tinytales
-from lessonlib.checkpoint import save_checkpoint
+from lessonlib.checkpoint import CHECKPOINT_NAME, DRAFT_CHECKPOINT_NAME, save_checkpoint
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.paths import DATA_DIR
 from lessonlib.progress import progress_bar
@@ -46,6 +50,25 @@ class TrainSettings:
     val_seed: int = 1  # seed of the held-out stories (a different stream)
     seed: int = 0  # seed of initialisation and batch order
     eval_every: int = 200  # steps between validation evaluations (0: only at the end)
+
+
+DRAFT_SETTINGS = TrainSettings(
+    steps=1000,  # a small model learns what it can sooner
+    n_layer=1,
+    n_head=4,
+    n_embd=48,  # about 1/15 of the main model's parameters
+    learning_rate=6e-3,  # a narrow, shallow model tolerates a larger step
+    min_learning_rate=6e-4,
+)
+"""The draft model of speculative decoding: one narrow block, same corpus, context and seeds."""
+
+PRESETS: Mapping[str, tuple[TrainSettings, str]] = MappingProxyType(
+    {
+        "main": (TrainSettings(), CHECKPOINT_NAME),
+        "draft": (DRAFT_SETTINGS, DRAFT_CHECKPOINT_NAME),
+    }
+)
+"""Each shipped model: the settings that train it and the name of its checkpoint in data/."""
 
 
 def corpus_tokenizer() -> CharTokenizer:
@@ -228,17 +251,31 @@ def _record(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: train with the default settings (or overrides) and write the checkpoint."""
-    defaults = TrainSettings()
+    """Command line: train a preset's model (or a shorter run of it) and write the checkpoint."""
     parser = argparse.ArgumentParser(description="Train the course GPT on TinyTales.")
-    parser.add_argument("--steps", type=int, default=defaults.steps, help="optimizer steps")
+    parser.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        default="main",
+        help="which shipped model to train: main (the course GPT) or draft (speculative decoding)",
+    )
+    parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="folder for the checkpoint")
-    parser.add_argument("--name", default="tinytales_gpt", help="checkpoint file name stem")
+    parser.add_argument("--name", help="checkpoint file name stem (default: the preset's)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: torch's; the count moves the last bits)",
+    )
     args = parser.parse_args(argv)
-    settings = TrainSettings(steps=args.steps)
-    print(f"training {settings}")
+    preset, name = PRESETS[args.preset]
+    settings = preset if args.steps is None else replace(preset, steps=args.steps)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    print(f"training {args.preset}: {settings}")
     model, tokenizer, record = train(settings)
-    weights, meta = save_checkpoint(model, tokenizer, record, args.out, args.name)
+    record = {"preset": args.preset, "threads": torch.get_num_threads(), **record}
+    weights, meta = save_checkpoint(model, tokenizer, record, args.out, args.name or name)
     print(
         f"{record['parameters']:,} parameters, {record['train_seconds']:.0f} s; validation loss "
         f"{record['val_loss']:.4f} nats/char vs the grammar's entropy rate {record['entropy_rate']:.4f}"

@@ -170,3 +170,13 @@ def test_keep_rows_drops_and_reorders_sequences():
         full = model(token_ids[[2, 0]])[:, -1:]
     assert cache.batch_size == 2
     torch.testing.assert_close(step, full, atol=1e-5, rtol=0)
+
+
+def test_truncate_forgets_positions_and_refuses_to_grow():
+    config = GPTConfig(vocab_size=5, block_size=16, n_layer=1, n_head=1, n_embd=8)
+    cache = KVCache(config, 1, dtype=torch.float32, device="cpu")
+    cache.length = 6
+    cache.truncate(4)
+    assert cache.length == 4
+    with pytest.raises(ValueError, match=r"length must be an int in 0\.\.4, got 5"):
+        cache.truncate(5)

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import copy
 import pathlib
+from dataclasses import asdict
 
 import pytest
 import torch
 
 from lessonlib import tinytales
-from lessonlib.checkpoint import load_metadata, load_model
-from lessonlib.generation import generate
+from lessonlib.checkpoint import DRAFT_CHECKPOINT_NAME, load_metadata, load_model
+from lessonlib.generation import LanguageModel, generate
 from lessonlib.metrics import find_cycle
-from lessonlib.train import fitting_stories, story_loss
+from lessonlib.train import PRESETS, fitting_stories, story_loss
 
 VAL_TARGET = 0.20  # nats per character, the course's target for the shipped model
 
@@ -111,3 +112,44 @@ def test_cached_and_uncached_logits_agree_over_a_long_generation(shipped, prompt
     atol = 1e-5 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(runs[0].logits, runs[1].logits, atol=atol, rtol=0)
     assert runs[0].texts == runs[1].texts
+
+
+def test_the_shipped_model_is_what_the_default_settings_train(metadata):
+    """`python -m lessonlib.train` with no arguments retrains exactly this model."""
+    assert metadata["settings"] == asdict(PRESETS["main"][0])
+
+
+@pytest.fixture(scope="module")
+def shipped_draft():
+    return load_model(name=DRAFT_CHECKPOINT_NAME)
+
+
+def test_the_draft_says_how_it_was_made_and_shares_the_tokenizer(shipped, shipped_draft, metadata):
+    (model, tokenizer), (draft, draft_tokenizer) = shipped, shipped_draft
+    record = load_metadata(name=DRAFT_CHECKPOINT_NAME)
+    assert isinstance(draft, LanguageModel)
+    assert (draft_tokenizer.chars, draft_tokenizer.boundary) == (
+        tokenizer.chars,
+        tokenizer.boundary,
+    )
+    assert draft.vocab_size == model.vocab_size and draft.block_size == model.block_size
+    assert record["preset"] == "draft"
+    settings = PRESETS["draft"][0]
+    assert record["settings"] == asdict(settings) and record["steps"] == settings.steps
+    shape = {name: getattr(settings, name) for name in ("n_layer", "n_head", "n_embd")}
+    assert {name: record["config"][name] for name in shape} == shape
+    assert record["parameters"] == draft.num_parameters()
+    assert 10 * draft.num_parameters() < model.num_parameters()
+    assert record["corpus"] == metadata["corpus"]  # the same training stories
+
+
+def test_the_draft_is_worse_than_the_target_and_far_better_than_chance(shipped_draft):
+    draft, tokenizer = shipped_draft
+    record = load_metadata(name=DRAFT_CHECKPOINT_NAME)
+    stories = tinytales.generate_stories(
+        record["settings"]["val_stories"], seed=record["corpus"]["val_seed"]
+    )
+    held_out = fitting_stories(stories, draft.block_size)
+    loss = story_loss(draft, tokenizer, held_out)
+    assert loss == pytest.approx(record["val_loss"], abs=2e-3)
+    assert load_metadata()["val_loss"] < loss < 0.3  # uniform guessing: log(50) = 3.9

@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import asdict, replace
 
 import torch
 
 from lessonlib import tinytales
-from lessonlib.checkpoint import load_metadata, load_model, save_checkpoint
-from lessonlib.train import TrainSettings, learning_rate, sample_batch, story_starts, train
+from lessonlib import train as train_module
+from lessonlib.checkpoint import (
+    CHECKPOINT_NAME,
+    DRAFT_CHECKPOINT_NAME,
+    load_metadata,
+    load_model,
+    save_checkpoint,
+)
+from lessonlib.model import GPT, GPTConfig
+from lessonlib.train import (
+    DRAFT_SETTINGS,
+    PRESETS,
+    TrainSettings,
+    corpus_tokenizer,
+    learning_rate,
+    main,
+    sample_batch,
+    story_starts,
+    train,
+)
 
 SMOKE = TrainSettings(
     steps=40,
@@ -61,3 +80,43 @@ def test_learning_rate_warms_up_then_decays_to_the_minimum():
     assert rates[0] == 0.1 and rates[9] == 1.0
     assert all(a >= b for a, b in itertools.pairwise(rates[9:]))
     assert abs(learning_rate(100, settings) - 0.1) < 1e-12
+
+
+def test_the_presets_keep_the_main_model_and_add_a_much_smaller_draft():
+    main_settings = TrainSettings()
+    assert PRESETS["main"] == (main_settings, CHECKPOINT_NAME)
+    assert PRESETS["draft"] == (DRAFT_SETTINGS, DRAFT_CHECKPOINT_NAME)
+    # Same stories, context and seeds: only the shape and the schedule differ.
+    shared = ("block_size", "batch_size", "train_stories", "val_stories", "corpus_seed", "seed")
+    assert all(getattr(DRAFT_SETTINGS, f) == getattr(main_settings, f) for f in shared)
+    # Much smaller: the blocks' weights grow as n_layer * n_embd**2.
+    draft_size = DRAFT_SETTINGS.n_layer * DRAFT_SETTINGS.n_embd**2
+    assert 10 * draft_size < main_settings.n_layer * main_settings.n_embd**2
+
+
+def test_the_command_line_trains_the_preset_it_names(monkeypatch, tmp_path):
+    """No arguments: the main model's settings and name; --preset draft: the draft's."""
+    trained = []
+
+    def quick_train(settings, *, progress=True):
+        trained.append(settings)
+        tokenizer = corpus_tokenizer()
+        shape = GPTConfig(
+            vocab_size=tokenizer.vocab_size,
+            block_size=8,
+            n_layer=settings.n_layer,
+            n_head=settings.n_head,
+            n_embd=settings.n_embd,
+        )
+        record = {"settings": asdict(settings), "parameters": 1, "train_seconds": 0.0}
+        return GPT(shape).eval(), tokenizer, {**record, "val_loss": 1.0, "entropy_rate": 0.1}
+
+    monkeypatch.setattr(train_module, "train", quick_train)
+    main(["--out", str(tmp_path)])
+    main(["--preset", "draft", "--steps", "7", "--out", str(tmp_path)])
+    assert trained == [TrainSettings(), replace(DRAFT_SETTINGS, steps=7)]
+    assert load_metadata(tmp_path, CHECKPOINT_NAME)["preset"] == "main"
+    draft_record = load_metadata(tmp_path, DRAFT_CHECKPOINT_NAME)
+    assert draft_record["preset"] == "draft"
+    assert draft_record["settings"] == asdict(replace(DRAFT_SETTINGS, steps=7))
+    assert draft_record["config"]["n_layer"] == DRAFT_SETTINGS.n_layer
