@@ -380,3 +380,14 @@ def test_the_module_draws_without_importing_matplotlib() -> None:
     imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
     assert "torch" in imported
     assert not any(name.startswith("matplotlib") for name in imported)
+
+
+def test_chunked_decoding_gives_the_same_point(monkeypatch):
+    import lessonlib.analysis.frontier as frontier
+
+    steps = synthetic_steps(30, seed=8)
+    whole = frontier_point(steps, {"top_p": 0.9, "temperature": 0.8})
+    monkeypatch.setattr(frontier, "_CHUNK", 7)  # many chunks, the last one short
+    chunked = frontier_point(steps, {"top_p": 0.9, "temperature": 0.8})
+    assert torch.equal(whole.junk_by_story, chunked.junk_by_story)
+    assert torch.equal(whole.lost_by_story, chunked.lost_by_story)

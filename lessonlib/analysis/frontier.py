@@ -108,6 +108,8 @@ FAMILIES: Mapping[str, tuple[dict[str, Any], ...]] = MappingProxyType({
 })  # fmt: skip
 """The sweep of each rule, as `sampling_probs` keyword dicts ordered from loose to strict."""
 
+_CHUNK = 8192  # rows decoded at once by frontier_point
+
 JUNK_FRACTIONS = (0.8, 0.6, 0.45, 0.3)
 """Junk levels for `rank_at_junk`, as fractions of the untruncated model's junk."""
 
@@ -188,7 +190,7 @@ def teacher_forced_steps(
     tokenizer: CharTokenizer,
     stories: Sequence[str],
     *,
-    batch_size: int = 16,
+    batch_size: int = 4,
     progress: bool = False,
 ) -> HeldOutSteps:
     """Read each story after a boundary token and pair the logits at each position with P*.
@@ -327,10 +329,14 @@ def _check_steps(steps: object) -> HeldOutSteps:
 
 
 def _point(
-    steps: HeldOutSteps, probs: Tensor, *, label: str, setting: Mapping[str, Any] | None
+    steps: HeldOutSteps,
+    junk: Tensor,
+    lost: Tensor,
+    *,
+    label: str,
+    setting: Mapping[str, Any] | None,
 ) -> FrontierPoint:
-    """The frontier point of decoded probabilities `probs` (N, V) on `steps`."""
-    junk, lost = _junk_and_lost(probs, steps.truth)
+    """The frontier point of per-row junk and lost (N,) on `steps`."""
     sums = [
         torch.zeros(steps.stories, dtype=torch.float64).index_add_(0, steps.story, values)
         for values in (junk, lost)
@@ -355,10 +361,16 @@ def frontier_point(
     setting = _check_setting(setting)
     # Element-wise work on (N, V): a second thread costs more than it saves (threads.py).
     with torch_threads(GENERATION_THREADS):
-        probs = sampling_probs(steps.logits, **setting)
-        return _point(
-            steps, probs, label=label or setting_label(_check_setting(setting)), setting=setting
-        )
+        # In chunks of rows: the sampler's temporaries (sorts, float64 weights) for all 60,000
+        # rows at once would cost several hundred MB of a notebook kernel's memory.
+        parts = [
+            _junk_and_lost(sampling_probs(steps.logits[start : start + _CHUNK], **setting),
+                           steps.truth[start : start + _CHUNK])
+            for start in range(0, len(steps.logits), _CHUNK)
+        ]  # fmt: skip
+        junk, lost = (torch.cat(values) for values in zip(*parts))
+        label = label or setting_label(setting)
+        return _point(steps, junk, lost, label=label, setting=setting)
 
 
 def oracle_probs(steps: HeldOutSteps) -> Tensor:
@@ -378,7 +390,8 @@ def reference_points(steps: HeldOutSteps) -> dict[str, FrontierPoint]:
     steps = _check_steps(steps)
     untruncated = frontier_point(steps, {}, label=UNTRUNCATED)
     with torch_threads(GENERATION_THREADS):
-        oracle = _point(steps, oracle_probs(steps), label=ORACLE, setting=None)
+        junk, lost = _junk_and_lost(oracle_probs(steps), steps.truth)
+        oracle = _point(steps, junk, lost, label=ORACLE, setting=None)
     return {UNTRUNCATED: untruncated, ORACLE: oracle}
 
 
