@@ -383,7 +383,7 @@ def test_the_module_draws_without_importing_matplotlib() -> None:
 
 
 def test_chunked_decoding_gives_the_same_point(monkeypatch):
-    import lessonlib.analysis.frontier as frontier
+    from lessonlib.analysis import frontier
 
     steps = synthetic_steps(30, seed=8)
     whole = frontier_point(steps, {"top_p": 0.9, "temperature": 0.8})
