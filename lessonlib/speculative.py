@@ -34,10 +34,22 @@ __all__ = [
     "SpeculativeRound",
     "accept_or_resample",
     "acceptance_probs",
+    "expected_tokens_per_pass",
     "residual_probs",
     "speculative_generate",
     "speculative_step_distribution",
 ]
+
+
+def expected_tokens_per_pass(acceptance_rate: float, k: int) -> float:
+    """(1 - a^(k+1)) / (1 - a): tokens per target pass if each proposal is kept with rate a."""
+    k = check_int("k", k, low=1)
+    if not 0 <= acceptance_rate <= 1:  # "not" so that NaN fails
+        raise ValueError(f"acceptance_rate must be in [0, 1], got {acceptance_rate!r}")
+    if acceptance_rate == 1:
+        return float(k + 1)  # every proposal kept, and the bonus token: the limit of the formula
+    return (1 - acceptance_rate ** (k + 1)) / (1 - acceptance_rate)
+
 
 _SUM_TOLERANCE = 1e-4  # how far from 1 a distribution's sum may be (float32 softmax: ~1e-6)
 

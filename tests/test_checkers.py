@@ -18,11 +18,16 @@ from lessonlib import tinytales
 from lessonlib.model import GPT, GPTConfig
 from lessonlib.paths import REPO_ROOT
 from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
+from lessonlib.speculative import accept_or_resample
+from lessonlib.teaching import checkers
 from lessonlib.teaching.checkers import (
+    ACCEPT_DRAWS,
     GREEDY_PROMPTS,
     Case,
     CheckResult,
+    accept_or_resample_cases,
     check_against_reference,
+    check_my_accept_or_resample,
     check_my_greedy,
     check_my_min_p,
     check_my_temperature,
@@ -974,3 +979,278 @@ def test_min_p_cases_are_deterministic_and_cover_shapes() -> None:
         assert 0 < case.param <= 1
         rows = case.logits.reshape(-1, case.logits.shape[-1])
         assert bool(torch.isfinite(rows).any(dim=-1).all())
+
+
+# ----- the accept/reject step of speculative decoding ---------------------------------------------
+
+
+def load_solution_accept_or_resample():
+    """`my_accept_or_resample` from the solutions file of lesson 10."""
+    path = REPO_ROOT / "notebooks" / "solutions" / "10_speculative_decoding.py"
+    spec = importlib.util.spec_from_file_location("solutions_10_speculative_decoding", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.my_accept_or_resample
+
+
+def step_by_the_library(p: Tensor, q: Tensor, x: int, generator: torch.Generator) -> int:
+    return accept_or_resample(p, q, x, generator=generator)[0]
+
+
+def step_at_or_below(p, q, x, generator):
+    """u <= P/Q instead of u < P/Q: differs only when u equals the ratio (about 2^-24 a draw)."""
+    if torch.rand((), generator=generator) <= p[x] / q[x]:
+        return x
+    return int(torch.multinomial(torch.clamp(p - q, min=0), 1, generator=generator))
+
+
+def step_with_min_and_float64(p, q, x, generator):
+    """min(1, P/Q) spelled out, in Python floats; the residual normalised by hand, in float64."""
+    keep = min(1.0, float(p[x]) / float(q[x]))
+    if float(torch.rand(1, generator=generator)) < keep:
+        return x
+    residual = (p.double() - q.double()).clamp(min=0)
+    return torch.multinomial(residual / residual.sum(), 1, generator=generator)  # a (1,) tensor
+
+
+def step_by_bernoulli(p, q, x, generator):
+    """A Bernoulli draw with the clipped ratio, and the residual never normalised (multinomial
+    normalises): both harmless."""
+    keep = torch.clamp(p[x] / q[x], max=1.0)
+    if bool(torch.bernoulli(keep, generator=generator)):
+        return x
+    return int(torch.multinomial(torch.relu(p - q), 1, generator=generator))
+
+
+def step_by_inverse_cdf(p, q, x, generator):
+    """The residual drawn by hand: a uniform against its normalised running sum."""
+    if torch.rand((), generator=generator) < p[x] / q[x]:
+        return x
+    residual = torch.clamp(p - q, min=0)
+    running = torch.cumsum(residual / residual.sum(), dim=0)
+    u = torch.rand((), generator=generator)
+    return min(int((running <= u).sum()), len(p) - 1)  # rounding may leave the sum just below 1
+
+
+def step_resamples_from_p(p, q, x, generator):
+    if torch.rand((), generator=generator) < p[x] / q[x]:
+        return x
+    return int(torch.multinomial(p, 1, generator=generator))
+
+
+def step_resamples_from_q(p, q, x, generator):
+    if torch.rand((), generator=generator) < p[x] / q[x]:
+        return x
+    return int(torch.multinomial(q, 1, generator=generator))
+
+
+def step_always_keeps(p, q, x, generator):
+    return x
+
+
+def step_inverted_ratio(p, q, x, generator):
+    if torch.rand((), generator=generator) < q[x] / p[x]:
+        return x
+    return int(torch.multinomial(torch.clamp(p - q, min=0), 1, generator=generator))
+
+
+def step_without_a_draw(p, q, x, generator):
+    if p[x] >= q[x]:
+        return x
+    return int(torch.multinomial(torch.clamp(p - q, min=0), 1, generator=generator))
+
+
+def step_keeps_with_p(p, q, x, generator):
+    if torch.rand((), generator=generator) < p[x]:
+        return x
+    return int(torch.multinomial(torch.clamp(p - q, min=0), 1, generator=generator))
+
+
+def step_bernoulli_without_min(p, q, x, generator):
+    if bool(torch.bernoulli(p[x] / q[x], generator=generator)):
+        return x
+    return int(torch.multinomial(torch.clamp(p - q, min=0), 1, generator=generator))
+
+
+def step_without_clamp(p, q, x, generator):
+    if torch.rand((), generator=generator) < p[x] / q[x]:
+        return x
+    return int(torch.multinomial(p - q, 1, generator=generator))
+
+
+def step_draws_the_residual_first(p, q, x, generator):
+    """Right wherever the residual has mass, but draws from it before knowing it is needed."""
+    residual = torch.clamp(p - q, min=0)
+    fallback = int(torch.multinomial(residual / residual.sum(), 1, generator=generator))
+    return x if torch.rand((), generator=generator) < p[x] / q[x] else fallback
+
+
+def step_inverse_cdf_unnormalised(p, q, x, generator):
+    if torch.rand((), generator=generator) < p[x] / q[x]:
+        return x
+    running = torch.cumsum(torch.clamp(p - q, min=0), dim=0)
+    return int((running <= torch.rand((), generator=generator)).sum())
+
+
+def step_with_abs(p, q, x, generator):
+    if torch.rand((), generator=generator) < p[x] / q[x]:
+        return x
+    return int(torch.multinomial((p - q).abs(), 1, generator=generator))
+
+
+def step_returns_a_pair(p, q, x, generator):
+    return accept_or_resample(p, q, x, generator=generator)
+
+
+def step_in_place(p, q, x, generator):
+    if torch.rand((), generator=generator) < p[x] / q[x]:
+        return x
+    p -= q
+    return int(torch.multinomial(p.clamp_(min=0), 1, generator=generator))
+
+
+def step_without_the_generator(p, q, x, generator):
+    """Right distribution, but from torch's global generator: no seed reproduces it."""
+    if torch.rand(()) < p[x] / q[x]:
+        return x
+    return int(torch.multinomial(torch.clamp(p - q, min=0), 1))
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [
+        step_by_the_library,
+        step_at_or_below,
+        step_with_min_and_float64,
+        step_by_bernoulli,
+        step_by_inverse_cdf,
+    ],
+)
+def test_accept_checker_passes_correct_and_harmless_variants(fn) -> None:
+    result = check_my_accept_or_resample(fn)
+    assert result.passed, str(result)
+    assert str(result) == f"All {result.cases_run} cases pass (accept/reject step)."
+
+
+def test_accept_checker_passes_the_solution_for_another_seed() -> None:
+    # Seed 0 (the notebook's) is tests/test_exercises.py's: other cases, other draws, same verdict.
+    result = check_my_accept_or_resample(load_solution_accept_or_resample(), seed=1)
+    assert result.passed, str(result)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (step_resamples_from_p, ("case 1 of", "after a rejection you drew from P itself")),
+        (step_resamples_from_q, ("case 1 of", "you drew from Q, the draft's distribution")),
+        (step_always_keeps, ("case 1 of", "got      = [1.0, 0.0, 0.0]", "every time", "0.286")),
+        (step_inverted_ratio, ("case 1 of", "every time")),  # Q/P > 1 here: always kept
+        (step_without_a_draw, ("case 1 of", "without a random draw")),
+        (step_keeps_with_p, ("you kept x with probability P(x)",)),
+        (step_with_abs, ("case 1 of", "draw u = torch.rand")),  # no named slip: the steps
+    ],
+)  # fmt: skip
+def test_accept_checker_catches_each_slip_by_its_distribution(fn, words) -> None:
+    result = check_my_accept_or_resample(fn)
+    assert not result.passed and not result.not_written
+    text = str(result)
+    for line in ("p        = [", "q        = [", "drafted_token = ", "expected = [", "Problem:"):
+        assert line in text, text
+    assert "shares of 1200 calls" in text and "a correct step stays within" in text
+    for word in words:
+        assert word in text, text
+
+
+def test_accept_checker_names_the_inverted_ratio_where_it_differs() -> None:
+    # Right where P(x) < Q(x) (case 1 cannot tell the two apart: both always keep x there), so
+    # that case 2, where P(x) > Q(x), is where the upside-down ratio shows.
+    def inverted_only_where_p_wins(p, q, x, generator):
+        rule = step_inverted_ratio if p[x] > q[x] else step_by_the_library
+        return rule(p, q, x, generator)
+
+    result = check_my_accept_or_resample(inverted_only_where_p_wins)
+    assert "case 2 of" in str(result) and "the ratio is upside down" in str(result)
+
+
+@pytest.mark.parametrize(
+    ("fn", "words"),
+    [
+        (step_bernoulli_without_min, ("case 2 of", "raised RuntimeError", "torch.bernoulli needs")),
+        (step_without_clamp, ("case 1 of", "raised RuntimeError", "clamp the negative")),
+        (step_draws_the_residual_first, ("case 5 of", "(P = Q", "only after a rejection")),
+        (step_inverse_cdf_unnormalised, ("returned token 3, but the vocabulary has 3 tokens",
+                                         "divide the residual by its sum first")),
+        (step_returns_a_pair, ("case 1 of", "returned a tuple", "return the token id alone")),
+        (step_in_place, ("case 1 of", "changed p or q in place", "instead of changing p")),
+        (step_without_the_generator, ("case 13 of 13", "seeded alike returned different",
+                                      "pass generator=generator")),
+    ],
+)  # fmt: skip
+def test_accept_checker_reports_errors_and_misuse(fn, words) -> None:
+    result = check_my_accept_or_resample(fn)
+    assert not result.passed and "Problem:" in str(result)
+    for word in words:
+        assert word in str(result), str(result)
+
+
+def simulated_l1(exact: Tensor, draws: int, runs: int, generator: torch.Generator) -> Tensor:
+    """L1 distances of the shares of `runs` simulated runs of `draws` exact draws each."""
+    counts = torch.zeros(runs, len(exact), dtype=torch.float64)
+    left = torch.full((runs,), float(draws), dtype=torch.float64)
+    mass = 1.0
+    for token, prob in enumerate(exact.tolist()):
+        # A multinomial count, one token at a time: binomial in what the earlier tokens left.
+        share = min(1.0, prob / mass) if mass > 0 else 0.0
+        counts[:, token] = torch.binomial(left, torch.full_like(left, share), generator=generator)
+        left, mass = left - counts[:, token], mass - prob
+    return (counts / draws - exact).abs().sum(dim=-1)
+
+
+def test_accept_checker_threshold_keeps_its_false_alarm_rate_and_catches_every_slip() -> None:
+    """20,000 simulated correct runs of each case stay within its threshold (the bound promises
+    a failure less than once in 13 million runs); and each named slip lies more than twice the
+    threshold from the right distribution in some case, so that its shares, within the
+    threshold of its own distribution, are caught whatever the seed."""
+    cases = accept_or_resample_cases()
+    generator = torch.Generator().manual_seed(0)
+    worst_slip = [0.0] * len(checkers._accept_slips(cases[0]))
+    for case in cases:
+        exact = checkers._position_distribution(case)
+        eps = checkers._l1_threshold(len(exact), ACCEPT_DRAWS, len(cases))
+        assert float(simulated_l1(exact, ACCEPT_DRAWS, 20_000, generator).max()) < eps
+        for index, (slip, _) in enumerate(checkers._accept_slips(case)):
+            worst_slip[index] = max(worst_slip[index], float((slip - exact).abs().sum()) / eps)
+    assert min(worst_slip) > 2, worst_slip
+
+
+def test_accept_checker_hint_false_and_the_stub() -> None:
+    def my_accept_or_resample(p, q, drafted_token, generator):
+        raise NotImplementedError
+
+    stub = check_my_accept_or_resample(my_accept_or_resample)
+    assert stub.not_written and stub.cases_run == 0
+    assert "fill in the body of my_accept_or_resample above" in str(stub)
+    with_hint = check_my_accept_or_resample(step_resamples_from_p)
+    without = check_my_accept_or_resample(step_resamples_from_p, hint=False)
+    assert "  Hint: " in str(with_hint) and "Hint" not in str(without)
+    assert str(without).split("\n") == [
+        line for line in str(with_hint).split("\n") if not line.startswith("  Hint: ")
+    ]
+    with pytest.raises(TypeError, match="fn must be a function"):
+        check_my_accept_or_resample("not a function")
+    with pytest.raises(ValueError, match="seed must be an int >= 0, got -1"):
+        check_my_accept_or_resample(step_by_the_library, seed=-1)
+
+
+def test_accept_cases_are_valid_positions_and_deterministic() -> None:
+    first, again, other = (accept_or_resample_cases(seed=s) for s in (3, 3, 4))
+    assert len(first) == 12
+    for a, b in zip(first, again):
+        assert (
+            torch.equal(a.p, b.p) and torch.equal(a.q, b.q) and a.drafted_token == b.drafted_token
+        )
+    assert any(a.p.shape != b.p.shape or not torch.equal(a.p, b.p) for a, b in zip(first, other))
+    for case in first:
+        # Each is a position lessonlib's own step accepts: distributions, x drawn from Q.
+        accept_or_resample(case.p, case.q, case.drafted_token)
+        assert case.q[case.drafted_token] > 0

@@ -28,6 +28,7 @@ from lessonlib.checkpoint import load_model
 from lessonlib.paths import REPO_ROOT
 from lessonlib.teaching.checkers import (
     CheckResult,
+    check_my_accept_or_resample,
     check_my_greedy,
     check_my_min_p,
     check_my_temperature,
@@ -62,6 +63,7 @@ EXERCISES = {
     "my_temperature": Exercise("02_temperature", check_my_temperature),
     "my_top_k": Exercise("03_top_k", check_my_top_k, ("each row has its own k-th largest value",)),
     "my_top_p": Exercise("04_nucleus", check_my_top_p),
+    "my_accept_or_resample": Exercise("10_speculative_decoding", check_my_accept_or_resample),
     "my_min_p": Exercise(
         "09_beyond_top_p",
         check_my_min_p,

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from lessonlib import speculative, tinytales
+from lessonlib.analysis.statistics import chi_square_p_value
 from lessonlib.checkpoint import DRAFT_CHECKPOINT_NAME, load_model
 from lessonlib.generation import Generation, generate
 from lessonlib.sampling import sampling_probs
@@ -55,22 +56,6 @@ def random_pair(seed: int, size: int = 7, *, dtype=torch.float64) -> tuple[torch
     logits[1, (seed + 1) % size] = -math.inf  # q = 0 where p > 0
     p, q = torch.softmax(logits, dim=-1)
     return p, q
-
-
-def chi_square_p_value(counts: torch.Tensor, probs: torch.Tensor) -> float:
-    """p-value of Pearson's chi-square test of `counts` against `probs` (cells below 5 pooled)."""
-    counts, probs = counts.double().flatten(), probs.double().flatten()
-    expected = probs * counts.sum()
-    small = expected < 5  # the chi-square approximation needs about 5 expected per cell
-    observed = torch.cat([counts[~small], counts[small].sum().reshape(1)])
-    expected = torch.cat([expected[~small], expected[small].sum().reshape(1)])
-    keep = expected > 0
-    if bool((counts[probs == 0] > 0).any()):
-        return 0.0  # an outcome of probability 0 happened: no p-value can excuse it
-    observed, expected = observed[keep], expected[keep]
-    statistic = ((observed - expected) ** 2 / expected).sum()
-    dof = len(expected) - 1
-    return float(torch.special.gammaincc(torch.tensor(dof / 2), statistic / 2))
 
 
 # ---------------------------------------------------------------------------------------------

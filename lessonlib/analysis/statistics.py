@@ -18,6 +18,7 @@ from lessonlib.validation import check_int, check_real
 __all__ = [
     "Estimate",
     "PairedDifference",
+    "chi_square_p_value",
     "in_standard_errors",
     "jackknife_se",
     "mean_and_se",
@@ -162,3 +163,26 @@ def mean_with_error(values: Tensor, *, group_sizes: Sequence[int]) -> Estimate:
         )
     sums = torch.stack([group.sum() for group in values.double().split(sizes)])
     return ratio_with_error(sums, sizes)
+
+
+def chi_square_p_value(counts: Tensor, probs: Tensor) -> float:
+    """p-value of Pearson's chi-square test of `counts` against `probs` (cells below 5 pooled).
+
+    0 when an outcome of probability 0 occurred: no p-value excuses it.
+    """
+    counts, probs = counts.double().flatten(), probs.double().flatten()
+    if counts.shape != probs.shape:
+        raise ValueError(
+            f"counts and probs must have the same size, got {counts.numel()} and {probs.numel()}"
+        )
+    if bool((counts[probs == 0] > 0).any()):
+        return 0.0
+    expected = probs * counts.sum()
+    small = expected < 5  # the chi-square approximation needs about 5 expected per cell
+    observed = torch.cat([counts[~small], counts[small].sum().reshape(1)])
+    expected = torch.cat([expected[~small], expected[small].sum().reshape(1)])
+    keep = expected > 0
+    observed, expected = observed[keep], expected[keep]
+    statistic = ((observed - expected) ** 2 / expected).sum()
+    dof = len(expected) - 1
+    return float(torch.special.gammaincc(torch.tensor(dof / 2), statistic / 2))

@@ -404,7 +404,58 @@ TEMPERATURE = SliderMovesReadout(
     view="TemperatureExplorer", slider="temperature", readout="P(argmax) = ", presses=30
 )
 
+
 # The widgets of each notebook (quizzes are added from the notebook itself: quiz_interactions).
+@dataclass(frozen=True)
+class SpeculativeRoundsGrow:
+    """Click the speculative stepper's button a few times, then move its k slider one notch.
+
+    Each click must add one round to the "rounds: " readout, with one target pass per round,
+    name the round in the round readout ("round N: the draft proposed ..."), produce at least
+    one token more, and fill the table with one verdict (kept, rejected, not judged) per
+    proposal. Moving k must start again from the prompt: "rounds: 0".
+    """
+
+    view: str
+    button: str = "step"  # the button's label
+    steps: int = 3
+
+    def __call__(self, lab: NotebookPage) -> str:
+        button = lab.page.locator("button.widget-button").get_by_text(self.button, exact=True)
+        output = _output_with(lab, button, f"a button {self.button!r}")
+        button = output.locator("button.widget-button").get_by_text(self.button, exact=True)
+        passes, tokens = _readout(output, "rounds: "), _readout(output, "tokens produced: ")
+        start = _number(passes.inner_text(), r"rounds: (\d+) ")
+        produced = _number(tokens.inner_text(), r"tokens produced: (\d+) ")
+        verdicts = output.locator(".widget-html table tr td:last-child").filter(
+            has_text=re.compile(r"^(kept|rejected|not judged)$")
+        )
+        seen = []
+        for i in range(1, self.steps + 1):
+            rounds = start + i
+            button.click()
+            counts = re.escape(f"rounds: {rounds} \u00b7 target passes: {rounds} \u00b7 ")
+            expect(passes).to_have_text(re.compile("^" + counts), timeout=UPDATE_TIMEOUT_MS)
+            named = _readout(output, f"round {rounds}: the draft proposed ")
+            expect(named).to_have_count(1, timeout=UPDATE_TIMEOUT_MS)
+            now = _number(tokens.inner_text(), r"tokens produced: (\d+) ")
+            assert now > produced, f"{lab.path}: round {rounds} produced no token ({now})"
+            proposed = _number(named.inner_text(), r"the draft proposed (\d+)")
+            expect(verdicts).to_have_count(proposed, timeout=UPDATE_TIMEOUT_MS)
+            produced = now
+            seen.append(named.inner_text())
+        _, slider = _slider(lab, "k")
+        k = int(slider.locator(".widget-readout").inner_text())
+        _press(lab, slider, "ArrowLeft" if k > 1 else "ArrowRight", 1)
+        expect(passes).to_have_text(_starts_with("rounds: 0 \u00b7"), timeout=UPDATE_TIMEOUT_MS)
+        return (
+            f"{self.view}: {self.steps} x {self.button!r}: "
+            + " | ".join(seen)
+            + f"; k {k} -> {slider.locator('.widget-readout').inner_text()}: "
+            + passes.inner_text()
+        )
+
+
 WIDGET_INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
     "02_temperature": (TEMPERATURE,),
     "03_top_k": (TEMPERATURE,),
@@ -421,6 +472,7 @@ WIDGET_INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
         SliderMovesReadout(view="PipelineViewer", slider="top-k", readout="\u03c4 = ", presses=2),
     ),
     "07_kv_cache": (StepperRowsGrow(view="KVCacheStepper", button="next \u25b6"),),
+    "10_speculative_decoding": (SpeculativeRoundsGrow(view="SpeculativeStepper"),),
     "09_beyond_top_p": (ChainPresetAndMove(view="ChainViewer"),),
 }
 
