@@ -17,6 +17,11 @@ This is what a memory-limited container (Binder) counts, per kernel. It is prefe
 `/usr/bin/time -v` around a subprocess, whose maximum RSS is that of the largest single
 process in the tree, would also cover the nbclient driver, and needs GNU time installed.
 
+Before the notebooks, the cost of importing what a lesson needs, each in a fresh interpreter
+(seconds and peak resident memory): torch alone, the course without Hugging Face
+(`lessonlib.generation`, `lessonlib.widgets.pipeline`), and lesson 11's additions
+(`transformers`, through `lessonlib.hf`); the ratio to torch alone is printed beside each.
+
 Exit status: 0 whether or not the targets hold, unless --check is given (then 1 if one fails);
 always 1 if a cell raises or the run changed a file under notebooks/.
 Run from the repository root: .venv/bin/python benchmarks/course.py [--check] [NAME ...]
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import threading
@@ -183,6 +189,54 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
+IMPORTS = {
+    "torch": "import torch",
+    "course without Hugging Face": "import lessonlib.generation, lessonlib.widgets.pipeline",
+    "lesson 11 (+ transformers)": (
+        "import lessonlib.generation, lessonlib.widgets.pipeline, lessonlib.hf, transformers;"
+        " from transformers import AutoModelForCausalLM"
+    ),
+}
+# Run in a fresh interpreter: the import's wall time and the process's peak RSS in bytes.
+_IMPORT_PROBE = (
+    "import resource, time; t = time.perf_counter(); {statement}; "
+    "print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)"
+)
+
+
+def import_costs(repeats: int = 3) -> dict[str, tuple[float, float]]:
+    """Median seconds and peak bytes of each import in IMPORTS, each in a fresh interpreter."""
+    costs = {}
+    for name, statement in IMPORTS.items():
+        runs = []
+        for _ in range(repeats):
+            out = subprocess.run(
+                [sys.executable, "-c", _IMPORT_PROBE.format(statement=statement)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout.split()
+            runs.append((float(out[0]), float(out[1])))
+        runs.sort()
+        costs[name] = runs[len(runs) // 2]
+    return costs
+
+
+def print_import_costs() -> None:
+    """One row per import: seconds and peak MB, and each as a ratio to torch alone."""
+    costs = import_costs()
+    base_s, base_bytes = costs["torch"]
+    print(
+        f"{'import (fresh interpreter)':30} {'s':>6} {'x torch':>8} {'peak MB':>8} {'x torch':>8}"
+    )
+    for name, (seconds, peak) in costs.items():
+        print(
+            f"{name:30} {seconds:6.2f} {seconds / base_s:8.2f} {peak / MB:8.0f} "
+            f"{peak / base_bytes:8.2f}"
+        )
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("names", nargs="*", help="notebook file names (default: all)")
@@ -197,6 +251,7 @@ def main() -> None:
         if missing:
             sys.exit(f"no such notebook in {NOTEBOOKS}: {', '.join(sorted(missing))}")
 
+    print_import_costs()
     print(f"{len(paths)} notebooks, each in a fresh kernel ({sys.executable})")
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     header = f"{'notebook':28} {'start s':>8} {'cells s':>8} {'total s':>8} {'slowest cell':>14}"

@@ -17,7 +17,7 @@ from torch import Tensor
 from lessonlib.penalties import apply_penalties, penalties_on
 from lessonlib.sampling import DEFAULT_ORDER, check_sampler, sample_next
 from lessonlib.threads import GENERATION_THREADS, decoding_threads, torch_threads
-from lessonlib.tokenizer import CharTokenizer
+from lessonlib.tokenizer import Tokenizer
 from lessonlib.validation import check_int
 
 _FIRST_ROOM = 256  # the fewest positions (tokens or steps) a growing buffer grows to
@@ -88,7 +88,7 @@ def next_token_logits(
 
 
 @torch.inference_mode()
-def prompt_logits(model: LanguageModel, prompt: str, *, tokenizer: CharTokenizer) -> Tensor:
+def prompt_logits(model: LanguageModel, prompt: str, *, tokenizer: Tokenizer) -> Tensor:
     """Logits (V,) of the token after `prompt` (the context starts with the boundary token)."""
     context = torch.tensor([[tokenizer.boundary_id, *tokenizer.encode(prompt)]])
     with torch_threads(GENERATION_THREADS):
@@ -100,7 +100,7 @@ def generate(
     model: LanguageModel,
     prompt: str | list[str],
     *,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     max_new_tokens: int,
     temperature: float = 1.0,
     top_k: int | None = None,
@@ -264,7 +264,7 @@ class _Batch:
         return False
 
     def generation(
-        self, prompts: list[str], tokenizer: CharTokenizer, stop_at_boundary: bool
+        self, prompts: list[str], tokenizer: Tokenizer, stop_at_boundary: bool
     ) -> Generation:
         """The texts, token ids, stops and recorded logits of every row."""
         new_ids = self.tokens[:, self.prompt_length : self.length]
@@ -288,7 +288,7 @@ def _grown(buffer: Tensor, needed: int, most: int) -> Tensor:
 def _collect(
     prompts: list[str],
     new_ids: Tensor,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     stop_at_boundary: bool,
     logits: Tensor | None,
 ) -> Generation:

@@ -26,7 +26,7 @@ from torch import Tensor
 from lessonlib.generation import Generation, LanguageModel, reserve_cache
 from lessonlib.sampling import DEFAULT_ORDER, check_sampler, sampling_probs
 from lessonlib.threads import GENERATION_THREADS, torch_threads
-from lessonlib.tokenizer import CharTokenizer
+from lessonlib.tokenizer import Tokenizer
 from lessonlib.validation import check_generator, check_int, check_logits
 
 __all__ = [
@@ -237,7 +237,7 @@ def speculative_generate(
     draft: LanguageModel,
     prompt: str,
     *,
-    tokenizer: CharTokenizer,
+    tokenizer: Tokenizer,
     k: int,
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -421,8 +421,11 @@ def _check_call(
                 f"{name} must be a course language model (vocab_size, block_size, "
                 f"model(token_ids, kv_cache=None), new_kv_cache), got {type(model).__name__}"
             )
-    if not isinstance(tokenizer, CharTokenizer):
-        raise TypeError(f"tokenizer must be a CharTokenizer, got {type(tokenizer).__name__}")
+    if not isinstance(tokenizer, Tokenizer):
+        raise TypeError(
+            "tokenizer must be a course tokenizer (CharTokenizer or lessonlib.hf.HFTokenizer), "
+            f"got {type(tokenizer).__name__}"
+        )
     if not (target.vocab_size == draft.vocab_size == tokenizer.vocab_size):
         raise ValueError(
             "target, draft and tokenizer must share one vocabulary, got vocab_size "

@@ -1,8 +1,29 @@
-"""Character tokenizer: one token id per character of a fixed alphabet."""
+"""Tokenizers: what every course tokenizer offers, and the character tokenizer of TinyTales."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Tokenizer(Protocol):
+    """What every course tokenizer offers (the character one here, BPE ones in lessonlib.hf)."""
+
+    vocab_size: int  # number of distinct tokens
+    boundary_id: int  # starts every context and ends a text
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text`."""
+        ...
+
+    def decode(self, token_ids: Iterable[int]) -> str:
+        """Text of a sequence of token ids."""
+        ...
+
+    def labels(self) -> Sequence[str]:
+        """Printable label of every token, in id order."""
+        ...
 
 
 class CharTokenizer:

@@ -157,7 +157,7 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
 
     torch.manual_seed(settings.seed)  # only the initial weights; batches use their own generator
     model = GPT(_model_config(settings, tokenizer))
-    optimizer = _optimizer(model, settings)
+    optimizer = make_optimizer(model, settings)
     batch_generator = torch.Generator().manual_seed(settings.seed)
 
     val = story_loss(model, tokenizer, val_stories)
@@ -167,7 +167,7 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
         inputs, targets = sample_batch(
             tokens, starts, settings.batch_size, settings.block_size, batch_generator
         )
-        loss = _train_step(model, optimizer, inputs, targets, learning_rate(step, settings))
+        loss = train_step(model, optimizer, inputs, targets, learning_rate(step, settings))
         bar.set_postfix(loss=f"{loss:.3f}")
         last = step == settings.steps - 1
         if last or (settings.eval_every and (step + 1) % settings.eval_every == 0):
@@ -193,7 +193,7 @@ def _model_config(settings: TrainSettings, tokenizer: CharTokenizer) -> GPTConfi
     )
 
 
-def _optimizer(model: GPT, settings: TrainSettings) -> torch.optim.AdamW:
+def make_optimizer(model: GPT, settings: TrainSettings) -> torch.optim.AdamW:
     """AdamW with weight decay on the matrices only (not on biases and norm gains)."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -206,7 +206,7 @@ def _optimizer(model: GPT, settings: TrainSettings) -> torch.optim.AdamW:
     )
 
 
-def _train_step(
+def train_step(
     model: GPT, optimizer: torch.optim.Optimizer, inputs: Tensor, targets: Tensor, lr: float
 ) -> float:
     """One optimizer step at learning rate `lr`; returns the batch's loss."""
@@ -255,9 +255,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train the course GPT on TinyTales.")
     parser.add_argument(
         "--preset",
-        choices=list(PRESETS),
+        choices=[*PRESETS, "tokens"],
         default="main",
-        help="which shipped model to train: main (the course GPT) or draft (speculative decoding)",
+        help="which shipped model to train: main (the course GPT), draft (speculative decoding) "
+        "or tokens (lesson 11's BPE-token GPT in Hugging Face format)",
     )
     parser.add_argument("--steps", type=int, help="optimizer steps (default: the preset's)")
     parser.add_argument("--out", type=Path, default=DATA_DIR, help="folder for the checkpoint")
@@ -268,10 +269,13 @@ def main(argv: list[str] | None = None) -> None:
         help="torch threads (default: torch's; the count moves the last bits)",
     )
     args = parser.parse_args(argv)
-    preset, name = PRESETS[args.preset]
-    settings = preset if args.steps is None else replace(preset, steps=args.steps)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if args.preset == "tokens":
+        _train_tokens(args)
+        return
+    preset, name = PRESETS[args.preset]
+    settings = preset if args.steps is None else replace(preset, steps=args.steps)
     print(f"training {args.preset}: {settings}")
     model, tokenizer, record = train(settings)
     record = {"preset": args.preset, "threads": torch.get_num_threads(), **record}
@@ -281,6 +285,34 @@ def main(argv: list[str] | None = None) -> None:
         f"{record['val_loss']:.4f} nats/char vs the grammar's entropy rate {record['entropy_rate']:.4f}"
     )
     print(f"wrote {weights} and {meta}")
+
+
+def _train_tokens(args: argparse.Namespace) -> None:
+    """`--preset tokens`: fit the BPE tokenizer, train the token GPT, save it Hugging Face's way."""
+    # Imported here: the character presets do not need transformers.
+    from lessonlib.token_model import (
+        TOKEN_MODEL_DIR,
+        TokenTrainSettings,
+        save_token_model,
+        train_token_model,
+    )
+
+    settings = TokenTrainSettings()
+    if args.steps is not None:
+        settings = replace(settings, steps=args.steps)
+    print(f"training tokens: {settings}")
+    model, tokenizer, record = train_token_model(settings)
+    record = {"preset": "tokens", "threads": torch.get_num_threads(), **record}
+    out = args.out / args.name if args.name else TOKEN_MODEL_DIR
+    if args.out != DATA_DIR and not args.name:
+        out = args.out / TOKEN_MODEL_DIR.name
+    save_token_model(model, tokenizer, record, out)
+    print(
+        f"{record['parameters']:,} parameters, {record['vocab_size']} tokens, "
+        f"{record['train_seconds']:.0f} s; validation loss {record['val_loss']:.4f} nats/char vs "
+        f"the grammar's entropy rate {record['entropy_rate']:.4f}"
+    )
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ from lessonlib.model import GPT, GPTConfig
 from lessonlib.paths import REPO_ROOT
 from lessonlib.sampling import apply_temperature, filter_top_k, filter_top_p
 from lessonlib.speculative import accept_or_resample
-from lessonlib.teaching import checkers
 from lessonlib.teaching.checkers import (
     ACCEPT_DRAWS,
     GREEDY_PROMPTS,
@@ -40,6 +39,7 @@ from lessonlib.teaching.checkers import (
     top_k_cases,
     top_p_cases,
 )
+from lessonlib.teaching.checkers import speculative as accept_checker
 from lessonlib.tinytales import ALPHABET
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.truncation import filter_min_p
@@ -1213,12 +1213,12 @@ def test_accept_checker_threshold_keeps_its_false_alarm_rate_and_catches_every_s
     threshold of its own distribution, are caught whatever the seed."""
     cases = accept_or_resample_cases()
     generator = torch.Generator().manual_seed(0)
-    worst_slip = [0.0] * len(checkers._accept_slips(cases[0]))
+    worst_slip = [0.0] * len(accept_checker._accept_slips(cases[0]))
     for case in cases:
-        exact = checkers._position_distribution(case)
-        eps = checkers._l1_threshold(len(exact), ACCEPT_DRAWS, len(cases))
+        exact = accept_checker._position_distribution(case)
+        eps = accept_checker._l1_threshold(len(exact), ACCEPT_DRAWS, len(cases))
         assert float(simulated_l1(exact, ACCEPT_DRAWS, 20_000, generator).max()) < eps
-        for index, (slip, _) in enumerate(checkers._accept_slips(case)):
+        for index, (slip, _) in enumerate(accept_checker._accept_slips(case)):
             worst_slip[index] = max(worst_slip[index], float((slip - exact).abs().sum()) / eps)
     assert min(worst_slip) > 2, worst_slip
 

@@ -497,7 +497,7 @@ def test_bad_arguments_raise_clear_errors(shipped_pair):
         ({"top_p": 1.5}, ValueError, "top_p"),
         ({"generator": 0}, TypeError, "generator must be a torch.Generator"),
         ({"use_cache": 1}, TypeError, "use_cache must be True or False"),
-        ({"tokenizer": "abc"}, TypeError, "tokenizer must be a CharTokenizer"),
+        ({"tokenizer": "abc"}, TypeError, "tokenizer must be a course tokenizer"),
     ]
     for change, error, match in cases:
         arguments = {"target": target, "draft": draft, "prompt": "ab", **call, **change}

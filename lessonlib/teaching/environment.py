@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass
 
 from lessonlib.checkpoint import checkpoint_paths
+from lessonlib.token_model import TOKEN_MODEL_DIR
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,8 @@ def check_environment() -> list[Check]:
     checks = [
         Check("Python 3.11 or newer", sys.version_info >= (3, 11), "install Python 3.11+"),
     ]
-    for module in ("torch", "numpy", "matplotlib", "ipywidgets", "ipympl", "safetensors"):
+    modules = ("torch", "numpy", "matplotlib", "ipywidgets", "ipympl", "safetensors")
+    for module in (*modules, "transformers", "tokenizers"):  # the last two for lesson 11
         checks.append(
             Check(f"package {module}", _importable(module), "run `make lab` from the course folder")
         )
@@ -41,6 +43,13 @@ def check_environment() -> list[Check]:
             "shipped model in data/",
             weights.exists() and metadata.exists(),
             "restore data/ from git, or retrain with `make train`",
+        )
+    )
+    checks.append(
+        Check(
+            "token model in data/ (lesson 11)",
+            (TOKEN_MODEL_DIR / "config.json").exists(),
+            "restore data/ from git, or retrain with `make train TRAIN_ARGS='--preset tokens'`",
         )
     )
     return checks

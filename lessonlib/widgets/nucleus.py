@@ -16,7 +16,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from lessonlib.generation import LanguageModel
-from lessonlib.tokenizer import CharTokenizer
+from lessonlib.tokenizer import Tokenizer
 from lessonlib.widgets.nucleus_state import (
     DEFAULT_P,
     GPT_SOURCE,
@@ -74,7 +74,7 @@ class NucleusExplorer:
     def __init__(
         self,
         model: LanguageModel | None = None,
-        tokenizer: CharTokenizer | None = None,
+        tokenizer: Tokenizer | None = None,
         *,
         prompt: str = DEFAULT_PROMPT,
         source: str = "confident",
@@ -212,7 +212,10 @@ class NucleusExplorer:
         kept_positions = [i for i in range(shown) if kept[i]]
         self.renormalised_marks.set_data(kept_positions, [renormalised[i] for i in kept_positions])
         self.ax.set_xlim(-0.6, shown - 0.4)
-        self.ax.set_xticks(range(shown), state.sorted_labels[:shown], fontsize="small")
+        labels = state.sorted_labels[:shown]
+        # Characters fit side by side; a token's text (a word piece) needs to stand upright.
+        upright = any(len(label) > 2 for label in labels)
+        self.ax.set_xticks(range(shown), labels, fontsize="small", rotation=90 if upright else 0)
 
         readout = state.readout()
         self.p_label.value = readout["p"]
@@ -256,7 +259,8 @@ class NucleusExplorer:
         try:
             distribution = from_model(self.model, self.tokenizer, change["new"])
         except ValueError as error:
-            # A character outside the alphabet: say so and keep the previous distribution.
+            # A character outside the alphabet, or a prompt longer than a token model's
+            # context: say so and keep the previous distribution.
             self.note_label.value = f"prompt not used: {error}"
             return
         self.state = self.state.with_distribution(distribution)

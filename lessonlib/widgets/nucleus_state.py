@@ -23,10 +23,16 @@ from lessonlib.analysis.distributions import (
     as_probs,
     nucleus_mask,
 )
-from lessonlib.generation import LanguageModel, prompt_logits
-from lessonlib.tokenizer import CharTokenizer
+from lessonlib.generation import LanguageModel
+from lessonlib.tokenizer import CharTokenizer, Tokenizer
 from lessonlib.validation import check_int, check_probability
-from lessonlib.widgets.state import check_one_of, letters, visible
+from lessonlib.widgets.state import (
+    check_one_of,
+    letters,
+    model_title,
+    prompt_source_logits,
+    token_labels,
+)
 
 __all__ = [
     "DEFAULT_P",
@@ -85,14 +91,16 @@ def built_in_distributions() -> dict[str, Distribution]:
 
 
 def from_model(
-    model: LanguageModel, tokenizer: CharTokenizer, prompt: str, *, name: str = GPT_SOURCE
+    model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, name: str = GPT_SOURCE
 ) -> Distribution:
-    """The model's full next-character distribution after `prompt` (all V tokens, labelled)."""
-    logits = prompt_logits(model, prompt, tokenizer=tokenizer)
-    # float64 so that the cumulative mass of 50 small probabilities is not blurred.
-    probs = torch.softmax(logits.double(), dim=-1)
-    labels = tuple(visible(char) for char in tokenizer.chars)
-    description = f"GPT's next character after {prompt!r}"
+    """The model's full next-token distribution after `prompt` (all V tokens, labelled)."""
+    # float64 so that the cumulative mass of many small probabilities is not blurred.
+    probs = torch.softmax(prompt_source_logits(model, tokenizer, prompt), dim=-1)
+    labels = token_labels(tokenizer, model.vocab_size)
+    if isinstance(tokenizer, CharTokenizer):
+        description = f"GPT's next character after {prompt!r}"
+    else:
+        description = f"next token of {model_title(model)} after {prompt!r}"
     return make_distribution(name, probs, labels, description)
 
 

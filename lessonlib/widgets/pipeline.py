@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from lessonlib.generation import LanguageModel
-from lessonlib.tokenizer import CharTokenizer
+from lessonlib.tokenizer import Tokenizer
 from lessonlib.widgets.pipeline_state import (
     GPT_SOURCE,
     PipelineViewerState,
@@ -61,7 +61,7 @@ class PipelineViewer:
     def __init__(
         self,
         model: LanguageModel | None = None,
-        tokenizer: CharTokenizer | None = None,
+        tokenizer: Tokenizer | None = None,
         *,
         source: str = "hand-made",
         prompt: str = DEFAULT_PROMPT,
@@ -242,7 +242,11 @@ class PipelineViewer:
         for ax, title in zip(self.axes, state.stage_titles()):
             ax.set_title(title, loc="left", fontsize="small")
         labels = [state.labels[i] for i in order.tolist()]
-        self.axes[3].set_xticks(range(shown), labels, fontsize="small")
+        # Characters fit side by side; a token's text (a word piece) needs to stand upright.
+        upright = any(len(label) > 2 for label in labels)
+        self.axes[3].set_xticks(
+            range(shown), labels, fontsize="small", rotation=90 if upright else 0
+        )
         self.settings_label.value = self._settings_text()
         self.note_label.value = self._note(shown)
         self._sync_controls()
@@ -303,7 +307,8 @@ class PipelineViewer:
         try:
             source = source_from_model(self.model, self.tokenizer, change["new"])
         except ValueError as error:
-            # A character outside the alphabet: say so and keep the previous distribution.
+            # A character outside the alphabet, or a prompt longer than a token model's
+            # context: say so and keep the previous distribution.
             self.note_label.value = f"prompt not used: {error}"
             return
         self._update(self.state.with_source(source))

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from lessonlib.analysis.stage_order import StageProbs, draw_tokens, kept_mask, stage_probs
-from lessonlib.generation import LanguageModel, prompt_logits
-from lessonlib.tokenizer import CharTokenizer
+from lessonlib.generation import LanguageModel
+from lessonlib.tokenizer import CharTokenizer, Tokenizer
 from lessonlib.validation import check_temperature
 from lessonlib.widgets.state import (
     MAX_DRAWS,
@@ -27,12 +27,14 @@ from lessonlib.widgets.state import (
     check_seed,
     labelled_logits,
     letters,
+    model_title,
+    prompt_source_logits,
     same_state,
     seeded_rng_state,
     shortened,
+    token_labels,
     top_k_setting,
     top_p_setting,
-    visible,
 )
 
 __all__ = [
@@ -88,14 +90,15 @@ def built_in_sources() -> dict[str, PipelineSource]:
 
 
 def source_from_model(
-    model: LanguageModel, tokenizer: CharTokenizer, prompt: str, *, name: str = GPT_SOURCE
+    model: LanguageModel, tokenizer: Tokenizer, prompt: str, *, name: str = GPT_SOURCE
 ) -> PipelineSource:
-    """The model's next-character logits after `prompt`, labelled with visible characters."""
-    if not isinstance(prompt, str):
-        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-    logits = prompt_logits(model, prompt, tokenizer=tokenizer).double()
-    labels = [visible(char) for char in tokenizer.chars]
-    description = f"GPT's next character after {shortened(prompt, 30)!r}"
+    """The model's next-token logits after `prompt`, labelled as `token_labels` labels them."""
+    logits = prompt_source_logits(model, tokenizer, prompt)
+    labels = token_labels(tokenizer, model.vocab_size)
+    if isinstance(tokenizer, CharTokenizer):
+        description = f"GPT's next character after {shortened(prompt, 30)!r}"
+    else:
+        description = f"next token of {model_title(model)} after {shortened(prompt, 30)!r}"
     return make_source(name, logits, labels, description)
 
 

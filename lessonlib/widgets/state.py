@@ -1,33 +1,42 @@
 """What every widget state shares: sampler settings as states store them, seeds, labelled
-logits, and comparing two frozen states that hold tensors."""
+logits, a model's logits and labels after a prompt, and comparing two frozen states that hold
+tensors."""
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from lessonlib.generation import LanguageModel, prompt_logits
+from lessonlib.tokenizer import CharTokenizer, Tokenizer
 from lessonlib.validation import check_int, check_optional_int, check_probability
 
 __all__ = [
+    "CHARACTER_GPT",
     "MAX_DRAWS",
     "check_draws",
     "check_one_of",
     "check_seed",
     "labelled_logits",
     "letters",
+    "model_title",
+    "prompt_source_logits",
     "same_state",
     "seeded_rng_state",
     "shortened",
+    "token_labels",
     "top_k_setting",
     "top_p_setting",
     "visible",
 ]
 
 MAX_DRAWS = 1_000_000  # most draws one call accepts (memory stays a few MB)
+CHARACTER_GPT = "TinyTales GPT"  # what titles call the course's character-level GPT
 
 # Characters that would be invisible in a bar or row label, and what to show instead.
 _VISIBLE = {" ": "\u2423", "\n": "\u21b5"}
@@ -98,6 +107,40 @@ def labelled_logits(
             f"labels must have one entry per logit ({values.numel()}), got {len(labels)}"
         )
     return values, labels
+
+
+def model_title(model: object) -> str:
+    """How titles name `model`: a Hugging Face model's `name`, else the character GPT's name."""
+    name = getattr(model, "name", None)
+    if not isinstance(name, str) or not name:
+        return CHARACTER_GPT
+    # A model loaded from a folder is named by its full path; the folder's name says which it is.
+    return os.path.basename(name.rstrip("/\\")) if os.path.isabs(name) else name
+
+
+def token_labels(tokenizer: Tokenizer, vocab_size: int) -> tuple[str, ...]:
+    """A label per token id below `vocab_size`: visible characters, or the tokenizer's labels."""
+    if isinstance(tokenizer, CharTokenizer):
+        return tuple(visible(char) for char in tokenizer.chars)
+    return tuple(tokenizer.labels(vocab_size))
+
+
+def prompt_source_logits(model: LanguageModel, tokenizer: Tokenizer, prompt: str) -> Tensor:
+    """float64 logits (V,) of the token after `prompt` (a token model's must fit its context)."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+    if not isinstance(tokenizer, CharTokenizer):
+        # How many tokens a text makes is not what the learner sees, so a prompt beyond the
+        # context is refused rather than silently read from its end. (The character GPT keeps
+        # cropping to its last block_size characters, as before: lessons pass story prefixes.)
+        length, room = len(tokenizer.encode(prompt)), model.block_size - 1
+        if length > room:
+            raise ValueError(
+                f"prompt must fit the model's context: it is {length} tokens long, and "
+                f"{model_title(model)} reads at most {model.block_size} tokens, the boundary "
+                f"token that starts every context included (at most {room} prompt tokens)"
+            )
+    return prompt_logits(model, prompt, tokenizer=tokenizer).double()
 
 
 def same_state(first: Any, second: Any, *, by_identity: tuple[str, ...] = ()) -> bool:

@@ -3,6 +3,8 @@
 A thin view over `lessonlib.widgets.temperature_state`: each control event is one transition and
 one redraw of the existing artists. Show it as a cell's last expression; the constructor displays
 nothing. Dragging a bar top has a keyboard twin (the token dropdown and the probability slider).
+A vocabulary of more than `MAX_BARS` tokens (a token model's) is drawn as its `MAX_BARS` highest
+source logits, and a note says how much the others hold; temperature and top-k act on all V.
 """
 
 from __future__ import annotations
@@ -18,18 +20,19 @@ from matplotlib.patches import Patch
 
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY
 from lessonlib.generation import LanguageModel
-from lessonlib.tokenizer import CharTokenizer
-from lessonlib.widgets.state import MAX_DRAWS, check_one_of
+from lessonlib.tokenizer import CharTokenizer, Tokenizer
+from lessonlib.widgets.state import MAX_DRAWS, check_one_of, model_title
 from lessonlib.widgets.temperature_state import TemperatureExplorerState
 from lessonlib.widgets.view import check_model_and_tokenizer, reported, widget_canvas
 
-__all__ = ["DEFAULT_PROMPT", "SOURCES", "TemperatureExplorer"]
+__all__ = ["DEFAULT_PROMPT", "MAX_BARS", "SOURCES", "TemperatureExplorer"]
 
 
 SOURCES = {"census names bigram": "bigram", "TinyTales GPT": "gpt"}  # switch label -> key
 DEFAULT_PROMPT = "Once upon a time, there was a little kid named "  # the next char starts a name
 TEMPERATURE_MIN, TEMPERATURE_MAX = 0.05, 5.0  # the slider's range; 0 is the greedy toggle
 DEFAULT_DRAWS = 100  # draws per press of the sample button
+MAX_BARS = 50  # bars drawn at most (the character GPT's 50 all); a note sums up the others
 
 # Colour names as the lessons' prose says them: light blue bars, a dark blue argmax, dashed dark
 # grey truth outlines, coral ticks for the draws.
@@ -45,11 +48,13 @@ def _tick_label(label: str) -> str:
     return "\u2423" if label == " " else label
 
 
-def _legend_handles() -> list[Any]:
+def _legend_handles(unit: str, *, truth: bool) -> list[Any]:
+    """The legend's entries; `truth` is False where no source can have the TinyTales truth."""
+    truth_handle = Patch(fill=False, edgecolor=TRUTH_COLOR, linestyle="--", label="TinyTales truth")
     return [
-        Patch(color=BAR_COLOR, label="P(next char)"),
+        Patch(color=BAR_COLOR, label=f"P(next {unit})"),
         Patch(color=ARGMAX_COLOR, label="argmax"),
-        Patch(fill=False, edgecolor=TRUTH_COLOR, linestyle="--", label="TinyTales truth"),
+        *([truth_handle] if truth else []),
         Line2D(
             [],
             [],
@@ -67,7 +72,7 @@ class TemperatureExplorer:
     def __init__(
         self,
         model: LanguageModel | None = None,
-        tokenizer: CharTokenizer | None = None,
+        tokenizer: Tokenizer | None = None,
         *,
         source: str = "bigram",
         context_char: str = BOUNDARY,
@@ -82,7 +87,8 @@ class TemperatureExplorer:
         self.tokenizer = tokenizer
         self.seed = seed
         self._syncing = False  # True while the view itself sets control values
-        self._dragging: int | None = None  # index of the bar being dragged, if any
+        self._dragging: int | None = None  # token id of the bar being dragged, if any
+        self.shown: tuple[int, ...] = ()  # token ids of the bars drawn, left to right
 
         self.output = widgets.Output()
         self.status = widgets.HTML()
@@ -109,9 +115,12 @@ class TemperatureExplorer:
 
     def _build_controls(self, source: str, context_char: str, prompt: str) -> None:
         """Create every control and connect each to its one transition."""
-        self.source = widgets.ToggleButtons(
-            options=list(SOURCES.items()), value=source, description="source"
-        )
+        # A model given is named on its button (a Hugging Face model by its name).
+        options = [
+            (label if key != "gpt" or self.model is None else model_title(self.model), key)
+            for label, key in SOURCES.items()
+        ]
+        self.source = widgets.ToggleButtons(options=options, value=source, description="source")
         self.context_dropdown = widgets.Dropdown(
             options=list(BIGRAM_SYMBOLS),
             value=context_char,
@@ -220,16 +229,21 @@ class TemperatureExplorer:
         self.figure = Figure(figsize=(9, 3.6), layout="constrained")
         self.canvas = widget_canvas(self.figure)
         self.axes = self.figure.add_subplot()
-        self._bars_for = -1  # vocabulary size the current artists were built for
+        self._bars_for: tuple = ()  # what the current artists were built for (unit, shown)
         self.canvas.mpl_connect("button_press_event", self._on_press)
         self.canvas.mpl_connect("motion_notify_event", self._on_motion)
         self.canvas.mpl_connect("button_release_event", self._on_release)
 
-    def _build_artists(self) -> None:
-        """Draw the bars, truth outlines and draw ticks for the current vocabulary."""
+    def _unit(self) -> str:
+        """What one bar is a probability of: a character, or a token of a token model."""
+        char = self.source.value == "bigram" or isinstance(self.tokenizer, CharTokenizer)
+        return "char" if char else "token"
+
+    def _build_artists(self, unit: str) -> None:
+        """Draw the bars, truth outlines and draw ticks for the tokens in `self.shown`."""
         ax = self.axes
         ax.clear()
-        size = self.state.vocab_size
+        size = len(self.shown)
         x = list(range(size))
         self.bars = ax.bar(x, [0.0] * size, width=0.8, color=BAR_COLOR)
         self.truth_bars = ax.bar(
@@ -246,30 +260,36 @@ class TemperatureExplorer:
         (self.draw_ticks,) = ax.plot(
             x, [0.0] * size, **_TICK_STYLE, markersize=tick_width, color=DRAW_COLOR
         )
-        ax.set_xticks(x, [_tick_label(label) for label in self.state.labels])
+        labels = [_tick_label(self.state.labels[i]) for i in self.shown]
+        # Characters fit side by side; a token's text (a word piece) needs to stand upright.
+        upright = any(len(label) > 2 for label in labels)
+        ax.set_xticks(x, labels, **({"rotation": 90} if upright else {}))
         ax.set_xlim(-0.6, size - 0.4)
-        ax.set_ylabel("P(next char)  (drag bar tops)")
+        ax.set_ylabel(f"P(next {unit})  (drag bar tops)")
         ax.legend(
-            handles=_legend_handles(),
+            handles=_legend_handles(unit, truth=unit == "char"),
             loc="upper left",
             bbox_to_anchor=(1.0, 1.0),  # outside the axes, so it never hides a bar
             fontsize="small",
         )
-        self._bars_for = size
+        self._bars_for = (unit, self.shown)
 
     # ----- rendering -----------------------------------------------------------------------
 
     def _render(self) -> None:
         """Bring artists, readouts and controls in line with the state, then redraw once."""
         state = self.state
-        if self._bars_for != state.vocab_size:
-            self._build_artists()
-        probs = state.probs.tolist()
-        frequencies = state.frequencies.tolist()
-        for i, (bar, p) in enumerate(zip(self.bars, probs, strict=True)):
+        unit = self._unit()
+        self.shown = tuple(state.shown_tokens(MAX_BARS).tolist())
+        if self._bars_for != (unit, self.shown):
+            self._build_artists(unit)
+        shown = list(self.shown)
+        probs = state.probs[shown].tolist()
+        frequencies = state.frequencies[shown].tolist()
+        for token, bar, p in zip(shown, self.bars, probs, strict=True):
             bar.set_height(p)
-            bar.set_color(ARGMAX_COLOR if i == state.argmax else BAR_COLOR)
-        truth = state.truth.tolist() if state.truth is not None else [0.0] * state.vocab_size
+            bar.set_color(ARGMAX_COLOR if token == state.argmax else BAR_COLOR)
+        truth = state.truth[shown].tolist() if state.truth is not None else [0.0] * len(shown)
         for bar, t in zip(self.truth_bars, truth, strict=True):
             bar.set_height(t)
             bar.set_visible(state.truth is not None)
@@ -303,17 +323,34 @@ class TemperatureExplorer:
             if self.top_k_slider.max != state.vocab_size:
                 self.top_k_slider.max = state.vocab_size
             self.top_k_slider.value = state.top_k or state.vocab_size
-            options = [(f"{i}: {label!r}", i) for i, label in enumerate(state.labels)]
+            # The dropdown offers the bars drawn, as dragging does.
+            options = [(f"{i}: {state.labels[i]!r}", i) for i in self.shown]
             if list(self.bar_dropdown.options) != options:
                 self.bar_dropdown.options = options
-                self.bar_dropdown.value = state.argmax
+                self.bar_dropdown.value = (
+                    state.argmax if state.argmax in self.shown else self.shown[0]
+                )
             self.probability_slider.value = float(state.probs[self.bar_dropdown.value])
-            truth_note = ""
-            if self.source.value == "gpt" and state.truth is None:
-                truth_note = "No TinyTales truth: this prompt is not a possible story prefix."
-            self.status.value = truth_note
+            self.status.value = self._note()
         finally:
             self._syncing = False
+
+    def _note(self) -> str:
+        """The status line: why there is no truth, or how much the tokens not drawn hold."""
+        state = self.state
+        if len(self.shown) < state.vocab_size:
+            hidden = state.hidden(MAX_BARS)
+            draws = ""
+            if state.num_draws:
+                draws = f" ({int(state.counts[hidden].sum())} of the {state.num_draws} draws)"
+            return (
+                f"drawn: the {len(self.shown)} highest logits of {state.vocab_size}, the other "
+                f"{state.vocab_size - len(self.shown)} hold {state.hidden_mass(MAX_BARS):.3g} "
+                f"at these settings{draws}"
+            )
+        if self.source.value == "gpt" and state.truth is None and self._unit() == "char":
+            return "No TinyTales truth: this prompt is not a possible story prefix."
+        return ""
 
     def _update(self, state: TemperatureExplorerState) -> None:
         """Make `state` current and redraw."""
@@ -323,7 +360,7 @@ class TemperatureExplorer:
     # ----- public actions (also what the controls call) ------------------------------------
 
     def drag_bar(self, index: int, q: float) -> None:
-        """Set bar `index` to probability `q` (clipped to [0, 1]), as a mouse drag does."""
+        """Set token `index`'s bar to probability `q` (clipped to [0, 1]), as a mouse drag does."""
         q = min(1.0, max(0.0, float(q)))
         self._update(self.state.set_probability(index, q))
 
@@ -404,11 +441,11 @@ class TemperatureExplorer:
     # ----- mouse: drag a bar top -----------------------------------------------------------
 
     def _bar_under(self, event: MouseEvent) -> int | None:
-        """Index of the bar column under a mouse event inside the axes, else None."""
+        """Token id of the bar column under a mouse event inside the axes, else None."""
         if event.inaxes is not self.axes or event.xdata is None:
             return None
-        index = round(event.xdata)
-        return index if 0 <= index < self.state.vocab_size else None
+        position = round(event.xdata)
+        return self.shown[position] if 0 <= position < len(self.shown) else None
 
     def _height_at(self, event: MouseEvent) -> float:
         """The probability at the pointer's height, even when it has left the axes."""

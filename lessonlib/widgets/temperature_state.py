@@ -20,18 +20,21 @@ from torch import Tensor
 from lessonlib import tinytales
 from lessonlib.analysis.distributions import entropy
 from lessonlib.bigram import BIGRAM_SYMBOLS, BOUNDARY, load_bigram
-from lessonlib.generation import LanguageModel, prompt_logits
+from lessonlib.generation import LanguageModel
 from lessonlib.sampling import filter_top_k, sample_next, sampling_probs
-from lessonlib.tokenizer import CharTokenizer
+from lessonlib.tokenizer import CharTokenizer, Tokenizer
 from lessonlib.validation import check_int, check_real, check_temperature
 from lessonlib.widgets.state import (
     MAX_DRAWS,
     check_draws,
     check_seed,
     labelled_logits,
+    model_title,
+    prompt_source_logits,
     same_state,
     seeded_rng_state,
     shortened,
+    token_labels,
     top_k_setting,
 )
 
@@ -114,20 +117,25 @@ class TemperatureExplorerState:
     def from_model(
         cls,
         model: LanguageModel,
-        tokenizer: CharTokenizer,
+        tokenizer: Tokenizer,
         prompt: str,
         *,
         seed: int = 0,
     ) -> TemperatureExplorerState:
-        """A model's next-token distribution after `prompt`, with the TinyTales truth if any."""
-        if not isinstance(prompt, str):
-            raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
-        logits = prompt_logits(model, prompt, tokenizer=tokenizer).double()
+        """A model's next-token distribution after `prompt`, with the TinyTales truth if any.
+
+        The truth is per character, so only a character tokenizer's distribution has one.
+        """
+        logits = prompt_source_logits(model, tokenizer, prompt)
+        if isinstance(tokenizer, CharTokenizer):
+            labels, truth = tokenizer.labels(), tinytales_truth(prompt, tokenizer.chars)
+        else:
+            labels, truth = token_labels(tokenizer, model.vocab_size), None
         return cls.from_logits(
             logits,
-            tokenizer.labels(),
-            truth=tinytales_truth(prompt, tokenizer.chars),
-            title=f"TinyTales GPT, after {shortened(prompt, 27)!r}",
+            labels,
+            truth=truth,
+            title=f"{model_title(model)}, after {shortened(prompt, 27)!r}",
             seed=seed,
         )
 
@@ -187,6 +195,35 @@ class TemperatureExplorerState:
     def edited(self) -> bool:
         """True once the learner has set a probability by hand (until reset)."""
         return not torch.equal(self.logits, self.initial_logits)
+
+    def shown_tokens(self, max_bars: int) -> Tensor:
+        """Ids of the tokens a view with room for `max_bars` bars draws, in drawing order.
+
+        Every token in vocabulary order when V <= max_bars; otherwise the max_bars highest
+        source logits, highest first (ties in vocabulary order).
+        """
+        max_bars = check_int("max_bars", max_bars, low=1)
+        if self.vocab_size <= max_bars:
+            return torch.arange(self.vocab_size)
+        # The source's logits, not the current ones: temperature, top-k, edits and reset never
+        # change which bars are drawn, so no bar jumps while the learner works on them.
+        source = self.initial_logits
+        # A stable sort of only the tokens at or above the max_bars-th logit: the same ids as a
+        # stable sort of all V, without sorting 50,000 logits at every redraw.
+        threshold = source.topk(max_bars).values[-1]
+        candidates = torch.nonzero(source >= threshold).flatten()
+        ranked = torch.sort(source[candidates], descending=True, stable=True).indices
+        return candidates[ranked][:max_bars]
+
+    def hidden(self, max_bars: int) -> Tensor:
+        """(V,) bool: the tokens `shown_tokens(max_bars)` leaves out."""
+        mask = torch.ones(self.vocab_size, dtype=torch.bool)
+        mask[self.shown_tokens(max_bars)] = False
+        return mask
+
+    def hidden_mass(self, max_bars: int) -> float:
+        """Probability the shown distribution gives the tokens `shown_tokens(max_bars)` omits."""
+        return float(self.probs[self.hidden(max_bars)].sum())
 
     def index(self, token: int | str) -> int:
         """Index of `token`, given as an index or as a label."""
