@@ -30,6 +30,7 @@ from lessonlib.teaching.checkers import (
     CheckResult,
     check_my_accept_or_resample,
     check_my_greedy,
+    check_my_merge,
     check_my_min_p,
     check_my_temperature,
     check_my_top_k,
@@ -64,6 +65,9 @@ EXERCISES = {
     "my_top_k": Exercise("03_top_k", check_my_top_k, ("each row has its own k-th largest value",)),
     "my_top_p": Exercise("04_nucleus", check_my_top_p),
     "my_accept_or_resample": Exercise("10_speculative_decoding", check_my_accept_or_resample),
+    "my_merge": Exercise(
+        "11_tokens_and_real_models", check_my_merge, ("did not move past the pair's second part",)
+    ),
     "my_min_p": Exercise(
         "09_beyond_top_p",
         check_my_min_p,

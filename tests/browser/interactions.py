@@ -484,6 +484,12 @@ WIDGET_INTERACTIONS: dict[str, tuple[Interaction, ...]] = {
     "07_kv_cache": (StepperRowsGrow(view="KVCacheStepper", button="next \u25b6"),),
     "10_speculative_decoding": (SpeculativeRoundsGrow(view="SpeculativeStepper"),),
     "09_beyond_top_p": (ChainPresetAndMove(view="ChainViewer"),),
+    # Both on the BPE token model: token labels, V = 512, bars capped. The temperature explorer
+    # has a "top-k" slider too, so the pipeline viewer is driven by its own "\u03c4".
+    "11_tokens_and_real_models": (
+        SliderMovesReadout(view="PipelineViewer", slider="\u03c4", readout="\u03c4 = ", presses=2),
+        TEMPERATURE,
+    ),
 }
 
 
