@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import torch
+from timing import interleaved_medians  # benchmarks/timing.py, beside this script
 
 from lessonlib.analysis.flops import generation_flops
 from lessonlib.checkpoint import load_model
@@ -30,21 +29,6 @@ from lessonlib.threads import GENERATION_THREADS, decoding_threads, torch_thread
 
 PROMPT = "Once upon a time"  # 16 characters
 NEW_TOKENS = 240
-
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each function, timed in turn within every repeat, after a warm-up."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    # One call of each per round, so that a slow spell of the machine hits all of them alike
-    # instead of whichever happened to be timed then.
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def baseline_module(directory: str, name: str) -> ModuleType:

@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
 from generation import baseline_module  # benchmarks/generation.py, beside this script
+from timing import interleaved_medians  # benchmarks/timing.py, beside this script
 from torch import Tensor
 
 from lessonlib.sampling import (
@@ -147,20 +146,6 @@ def fail(row: Tensor, ours: Tensor, theirs: Tensor, kind: str) -> None:
         file=sys.stderr,
     )
     sys.exit(1)
-
-
-def interleaved_medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each call, timed in turn (order reversed every other round)."""
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for repeat in range(repeats):
-        order = list(fns.items()) if repeat % 2 == 0 else list(fns.items())[::-1]
-        for name, fn in order:
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def time_case(vocab: int, batch: int, repeats: int, baseline: Callable | None) -> dict[str, float]:

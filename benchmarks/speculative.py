@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
+from timing import interleaved_medians  # benchmarks/timing.py, beside this script
 
 from lessonlib.analysis.speculation import counted_work
 from lessonlib.checkpoint import DRAFT_CHECKPOINT_NAME, load_model
@@ -27,19 +25,6 @@ from lessonlib.speculative import speculative_generate
 from lessonlib.threads import GENERATION_THREADS, torch_threads
 
 PROMPT = "Once upon a time, there was a "
-
-
-def medians(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median seconds of each function, the functions timed in turn within every repeat."""
-    for fn in fns.values():
-        fn()  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def row(target, draft, tokenizer, *, name: str, k: int, tokens: int, repeats: int) -> str:
@@ -58,7 +43,7 @@ def row(target, draft, tokenizer, *, name: str, k: int, tokens: int, repeats: in
             generator=generator,
         )  # fmt: skip
 
-    times = medians({"plain": plain, "spec": speculative}, repeats)
+    times = interleaved_medians({"plain": plain, "spec": speculative}, repeats)
     plain_per_token = times["plain"] / len(plain().token_ids[0])
     spec = speculative()
     spec_per_token = times["spec"] / len(spec.token_ids[0])
@@ -88,7 +73,7 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     with torch.inference_mode(), torch_threads(GENERATION_THREADS):
         one = torch.zeros(1, 1, dtype=torch.long)
-        bare = medians({"bare": lambda: target(one)}, 50)["bare"]
+        bare = interleaved_medians({"bare": lambda: target(one)}, 50)["bare"]
         print(f"bare one-token forward of the target: {1000 * bare:.3f} ms")
         print(
             "draft       k  plain ms/token  spec ms/token  speed-up  acceptance  passes/token"

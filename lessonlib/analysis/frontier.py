@@ -37,7 +37,7 @@ from lessonlib.analysis.statistics import (
 from lessonlib.analysis.sweeps import setting_label
 from lessonlib.generation import LanguageModel
 from lessonlib.progress import progress_bar
-from lessonlib.sampling import STAGES, sampling_probs
+from lessonlib.sampling import STAGES, check_sampler, sampling_probs
 from lessonlib.threads import GENERATION_THREADS, torch_threads
 from lessonlib.tokenizer import CharTokenizer
 from lessonlib.train import TrainSettings
@@ -300,9 +300,8 @@ def _check_setting(setting: object) -> dict[str, Any]:
     unknown = sorted(set(setting) - set(STAGES))
     if unknown:
         raise ValueError(f"setting has unknown keys {unknown}; accepted: {list(STAGES)}")
-    # The values are sampling_probs' to judge: one tiny call raises its own clear error now,
-    # before a sweep has spent seconds on the settings before this one.
-    sampling_probs(torch.zeros(2), **setting)
+    # The sampler's own check, now: before a sweep has spent seconds on the settings before this.
+    check_sampler(**setting)
     return dict(setting)
 
 

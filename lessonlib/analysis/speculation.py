@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lessonlib.analysis.batches import batch_sizes
+from lessonlib.analysis.batches import batch_sizes, generate_batches
 from lessonlib.analysis.flops import ForwardFlops, forward_flops, time_side_by_side
 from lessonlib.analysis.statistics import Estimate, chi_square_p_value, ratio_with_error
 from lessonlib.generation import LanguageModel, generate, prompt_logits
@@ -213,14 +213,14 @@ def first_characters(
         counts[run.token_ids[0][0]] += 1
     # Plain sampling in batches of 100 rows with one generator: a single batch of 1,000 rows
     # would hold their whole prompts' activations at once (several hundred MB).
-    plain_generator = torch.Generator().manual_seed(seed + 1)
-    firsts = []
-    for size in batch_sizes(runs, 100):
-        plain = generate(
-            target, [prompt] * size, tokenizer=tokenizer, max_new_tokens=1,
-            temperature=temperature, generator=plain_generator, stop_at_boundary=False,
-        )  # fmt: skip
-        firsts += [ids[0] for ids in plain.token_ids]
+    # One generator shared by the batches, so the draws are those of a single batch of `runs`.
+    sizes = batch_sizes(runs, 100)
+    plain = generate_batches(
+        target, prompt, tokenizer=tokenizer, sizes=sizes,
+        generators=[torch.Generator().manual_seed(seed + 1)] * len(sizes),
+        max_new_tokens=1, temperature=temperature, stop_at_boundary=False,
+    )  # fmt: skip
+    firsts = [ids[0] for batch in plain for ids in batch.token_ids]
     plain_counts = torch.bincount(torch.tensor(firsts), minlength=target.vocab_size)
     return FirstCharacters(tuple(tokenizer.chars), exact, counts, plain_counts)
 

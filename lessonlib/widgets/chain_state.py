@@ -33,6 +33,7 @@ from lessonlib.sampling import DEFAULT_ORDER, LIBRARY_ORDERS, STAGES, check_orde
 from lessonlib.widgets.pipeline_state import (
     GPT_SOURCE,
     PipelineSource,
+    ShownSource,
     built_in_sources,
     make_source,
     source_from_model,
@@ -93,7 +94,7 @@ class FinderResult:
 
 
 @dataclass(frozen=True, eq=False)
-class ChainViewerState:
+class ChainViewerState(ShownSource):
     """Sources to switch between, the shown one, the stages' settings and order, a last search."""
 
     sources: Mapping[str, PipelineSource]
@@ -246,26 +247,6 @@ class ChainViewerState:
             )
 
     # ----- derived values ----------------------------------------------------------------------
-
-    @property
-    def distribution(self) -> PipelineSource:
-        """The source shown."""
-        return self.sources[self.source]
-
-    @property
-    def logits(self) -> Tensor:
-        """(V,) float64 logits of the source shown."""
-        return self.distribution.logits
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """One label per token, in vocabulary order."""
-        return self.distribution.labels
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of tokens of the source shown."""
-        return int(self.sources[self.source].logits.numel())
 
     @property
     def preset(self) -> str | None:

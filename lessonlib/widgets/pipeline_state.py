@@ -102,6 +102,33 @@ def source_from_model(
     return make_source(name, logits, labels, description)
 
 
+class ShownSource:
+    """What a state that shows one of its `sources` derives from it (pipeline and chain viewer)."""
+
+    sources: Mapping[str, PipelineSource]  # fields of the dataclass that uses this mixin
+    source: str
+
+    @property
+    def distribution(self) -> PipelineSource:
+        """The source shown."""
+        return self.sources[self.source]
+
+    @property
+    def logits(self) -> Tensor:
+        """(V,) float64 logits of the source shown."""
+        return self.distribution.logits
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """One label per token, in vocabulary order."""
+        return self.distribution.labels
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of tokens of the source shown."""
+        return int(self.sources[self.source].logits.numel())
+
+
 @dataclass(frozen=True)
 class StartSettings:
     """The sampler settings a reset returns to."""
@@ -113,7 +140,7 @@ class StartSettings:
 
 
 @dataclass(frozen=True, eq=False)
-class PipelineViewerState:
+class PipelineViewerState(ShownSource):
     """Sources to switch between, the shown one, the sampler settings and the draws so far."""
 
     sources: Mapping[str, PipelineSource]
@@ -222,26 +249,6 @@ class PipelineViewerState:
         )
 
     # ----- derived values ----------------------------------------------------------------------
-
-    @property
-    def distribution(self) -> PipelineSource:
-        """The source shown."""
-        return self.sources[self.source]
-
-    @property
-    def logits(self) -> Tensor:
-        """(V,) float64 logits of the source shown."""
-        return self.distribution.logits
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        """One label per token, in vocabulary order."""
-        return self.distribution.labels
-
-    @property
-    def vocab_size(self) -> int:
-        """Number of tokens of the source shown."""
-        return int(self.sources[self.source].logits.numel())
 
     @cached_property
     def stages(self) -> StageProbs:
