@@ -21,14 +21,7 @@ import torch.nn.functional as F
 from lessonlib import bpe, tinytales
 from lessonlib.hf import HFLanguageModel, HFTokenizer
 from lessonlib.paths import DATA_DIR
-from lessonlib.progress import progress_bar
-from lessonlib.train import (
-    learning_rate,
-    make_optimizer,
-    sample_batch,
-    story_starts,
-    train_step,
-)
+from lessonlib.train import optimize, story_starts
 
 TOKEN_MODEL_DIR = DATA_DIR / "tinytales_tokens"
 """The shipped token model: config.json, model.safetensors, tokenizer files, training.json."""
@@ -127,34 +120,17 @@ def train_token_model(
     starts = story_starts(tokens, boundary, settings.block_size + 1)
     fitted = time.perf_counter() - started
 
-    torch.manual_seed(settings.seed)
+    torch.manual_seed(settings.seed)  # only the initial weights; batches use their own generator
     model = make_model(settings, tokenizer.hf)
-    optimizer = make_optimizer(model, settings)
-    batch_generator = torch.Generator().manual_seed(settings.seed)
-    model.eval()
-    history = [
-        {
-            "step": 0,
-            "train_loss": None,
-            "val_loss": round(story_loss(model, tokenizer, val_stories), 4),
-        }
-    ]
-    bar = progress_bar(range(settings.steps), desc="training", show=progress)
-    for step in bar:
-        inputs, targets = sample_batch(
-            tokens, starts, settings.batch_size, settings.block_size, batch_generator
-        )
-        loss = train_step(model, optimizer, inputs, targets, learning_rate(step, settings))
-        bar.set_postfix(loss=f"{loss:.3f}")
-        last = step == settings.steps - 1
-        if last or (settings.eval_every and (step + 1) % settings.eval_every == 0):
-            model.eval()
-            val = story_loss(model, tokenizer, val_stories)
-            history.append(
-                {"step": step + 1, "train_loss": round(loss, 4), "val_loss": round(val, 4)}
-            )
-            bar.write(f"step {step + 1}: train loss {loss:.4f} nats/token, val {val:.4f} nats/char")
-    model.eval()
+    history = optimize(
+        model,
+        tokens,
+        starts,
+        settings,
+        evaluate=lambda: story_loss(model, tokenizer, val_stories),
+        progress=progress,
+        loss_unit="nats/token",
+    )
     record = {
         "settings": asdict(settings),
         "corpus": {

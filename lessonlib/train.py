@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -157,11 +157,39 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
 
     torch.manual_seed(settings.seed)  # only the initial weights; batches use their own generator
     model = GPT(_model_config(settings, tokenizer))
+    history = optimize(
+        model,
+        tokens,
+        starts,
+        settings,
+        evaluate=lambda: story_loss(model, tokenizer, val_stories),
+        progress=progress,
+    )
+    model.eval()
+    return model, tokenizer, _record(settings, model, train_stories, val_stories, history, started)
+
+
+def optimize(
+    model: torch.nn.Module,
+    tokens: Tensor,
+    starts: Tensor,
+    settings: TrainSettings,
+    *,
+    evaluate: Callable[[], float],
+    progress: bool = True,
+    loss_unit: str = "nats/char",
+) -> list[dict]:
+    """The course's training loop, for any model that maps token ids to logits; the history.
+
+    Seeded batches of windows from story starts, AdamW with a linear warm-up and cosine decay,
+    gradients clipped at 1; `evaluate()` (the validation loss, model in eval mode) runs before
+    the first step, every `eval_every` steps and after the last. `settings` is a TrainSettings or
+    anything with its fields. `loss_unit` names the training loss's unit in the progress lines.
+    """
     optimizer = make_optimizer(model, settings)
     batch_generator = torch.Generator().manual_seed(settings.seed)
-
-    val = story_loss(model, tokenizer, val_stories)
-    history = [{"step": 0, "train_loss": None, "val_loss": round(val, 4)}]
+    model.eval()
+    history = [{"step": 0, "train_loss": None, "val_loss": round(evaluate(), 4)}]
     bar = progress_bar(range(settings.steps), desc="training", show=progress)
     for step in bar:
         inputs, targets = sample_batch(
@@ -172,14 +200,15 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
         last = step == settings.steps - 1
         if last or (settings.eval_every and (step + 1) % settings.eval_every == 0):
             model.eval()
-            val = story_loss(model, tokenizer, val_stories)
+            val = evaluate()
             history.append(
                 {"step": step + 1, "train_loss": round(loss, 4), "val_loss": round(val, 4)}
             )
-            bar.write(f"step {step + 1}: train loss {loss:.4f}, val loss {val:.4f} nats/char")
-
+            bar.write(
+                f"step {step + 1}: train loss {loss:.4f} {loss_unit}, val {val:.4f} nats/char"
+            )
     model.eval()
-    return model, tokenizer, _record(settings, model, train_stories, val_stories, history, started)
+    return history
 
 
 def _model_config(settings: TrainSettings, tokenizer: CharTokenizer) -> GPTConfig:
