@@ -22,8 +22,6 @@ END_OF_TEXT = "<|endoftext|>"
 VOCAB_SIZE = 512
 """Tokens of the shipped tokenizer: 256 bytes, the end-of-text token and 255 merges."""
 
-MAX_SPLITS = 10_000  # alternative_splits stops counting here (long words have very many)
-
 
 def fit_bpe(stories: Sequence[str], vocab_size: int = VOCAB_SIZE) -> Tokenizer:
     """A byte-level BPE tokenizer fit to `stories`, GPT-2 style: spaces start words."""
@@ -50,36 +48,6 @@ def merges(tokenizer: Tokenizer) -> list[tuple[str, str]]:
 def readable(token: str) -> str:
     """A byte-level token spelled with a visible space ('Ġ' becomes '␣')."""
     return token.replace("\u0120", "\u2423").replace("\u010a", "\u21b5")
-
-
-def token_strings(tokenizer: Tokenizer, text: str) -> list[str]:
-    """The tokens of `text`, each as the text it stands for."""
-    return [tokenizer.decode([i]) for i in tokenizer.encode(text).ids]
-
-
-def alternative_splits(tokenizer: Tokenizer, text: str, limit: int = MAX_SPLITS) -> int:
-    """How many sequences of vocabulary tokens spell `text` (counting stops at `limit`)."""
-    check_int("limit", limit, low=1)
-    vocab = _byte_vocab(tokenizer)
-    data = text.encode("utf-8")
-    longest = max(len(piece) for piece in vocab)
-
-    @functools.cache
-    def count(start: int) -> int:
-        if start == len(data):
-            return 1
-        total = 0
-        for end in range(start + 1, min(len(data), start + longest) + 1):
-            if data[start:end] in vocab:
-                total = min(limit, total + count(end))
-        return total
-
-    return count(0)
-
-
-def _byte_vocab(tokenizer: Tokenizer) -> frozenset[bytes]:
-    """Every token's bytes (special tokens left out: text never spells them)."""
-    return frozenset(_token_bytes(tokenizer).values())
 
 
 @functools.cache

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from lessonlib import bpe, tinytales
 from lessonlib.hf import HFLanguageModel, HFTokenizer
 from lessonlib.paths import DATA_DIR
-from lessonlib.train import optimize, story_starts
+from lessonlib.train import optimize, story_starts, training_record
 
 TOKEN_MODEL_DIR = DATA_DIR / "tinytales_tokens"
 """The shipped token model: config.json, model.safetensors, tokenizer files, training.json."""
@@ -131,27 +131,9 @@ def train_token_model(
         progress=progress,
         loss_unit="nats/token",
     )
-    record = {
-        "settings": asdict(settings),
-        "corpus": {
-            "generator": "lessonlib.tinytales.generate_stories",
-            "seed": settings.corpus_seed,
-            "stories": settings.train_stories,
-            "sha256": tinytales.corpus_sha256(train_stories),
-            "val_seed": settings.val_seed,
-            "val_stories": len(val_stories),
-            "tokens": len(ids),
-            "characters": sum(len(s) + 1 for s in train_stories),
-        },
-        "vocab_size": tokenizer.vocab_size,
-        "parameters": model.num_parameters(),
-        "train_loss": history[-1]["train_loss"],
-        "val_loss": history[-1]["val_loss"],
-        "entropy_rate": round(tinytales.entropy_rate(val_stories), 4),
-        "history": history,
-        "tokenizer_seconds": round(fitted, 1),
-        "train_seconds": round(time.perf_counter() - started, 1),
-    }
+    record = training_record(settings, model, train_stories, val_stories, history, started)
+    record["corpus"].update(tokens=len(ids), characters=sum(len(s) + 1 for s in train_stories))
+    record.update(vocab_size=tokenizer.vocab_size, tokenizer_seconds=round(fitted, 1))
     return model, tokenizer, record
 
 

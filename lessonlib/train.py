@@ -166,7 +166,8 @@ def train(settings: TrainSettings, *, progress: bool = True) -> tuple[GPT, CharT
         progress=progress,
     )
     model.eval()
-    return model, tokenizer, _record(settings, model, train_stories, val_stories, history, started)
+    record = training_record(settings, model, train_stories, val_stories, history, started)
+    return model, tokenizer, record
 
 
 def optimize(
@@ -250,15 +251,15 @@ def train_step(
     return loss.item()
 
 
-def _record(
+def training_record(
     settings: TrainSettings,
-    model: GPT,
+    model: torch.nn.Module,
     train_stories: list[str],
     val_stories: list[str],
     history: list[dict],
     started: float,
 ) -> dict:
-    """What the checkpoint's JSON file says about the run."""
+    """What a shipped model's JSON record says about its run (settings, corpus, losses, time)."""
     return {
         "settings": asdict(settings),
         "corpus": {
